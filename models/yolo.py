@@ -1,0 +1,351 @@
+"""YOLOv5 heads and models (pickle surface), plus ``python models/yolo.py --cfg yolov5s.yaml``.
+
+Checkpoints pickle ``DetectionModel`` (older ones ``Model``) and ``Detect`` with their instance attributes, so the
+names below are frozen: ``Detect.{nc, no, nl, na, grid, anchor_grid, anchors, m, inplace, stride}`` and
+``DetectionModel.{yaml, yaml_file, model, save, names, inplace, stride}``; each layer of ``model`` carries
+``i, f, type, np``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from copy import deepcopy
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+import torch.nn as nn
+
+if __name__ == "__main__":  # allow `python models/yolo.py` from anywhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.builder import build_model
+from models.common import Conv, DWConv, Proto
+from models.registry import add_module
+from utils.files import check_yaml, yaml_load
+from utils.logging import LOGGER
+from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info, profile_layers, scale_img
+
+
+class Detect(nn.Module):
+    """Anchor-based detection head: one 1x1 Conv per level and the YOLOv5 box decode.
+
+    Training returns the raw per-level tensors (bs, na, ny, nx, no). Inference returns
+    ``(cat(decoded), raw)`` where decoded rows are ``[x, y, w, h, obj, cls...]`` in input pixels (xywh), or
+    ``(cat,)`` when ``export`` is set. ``anchors`` is stored in grid units (pixels / stride).
+    """
+
+    stride = None
+    dynamic = False
+    export = False
+
+    def __init__(self, nc: int = 80, anchors: Any = (), ch: tuple = (), inplace: bool = True):
+        super().__init__()
+        self.nc = nc
+        self.no = nc + 5
+        self.nl = len(anchors)
+        self.na = len(anchors[0]) // 2
+        self.grid = [torch.empty(0) for _ in range(self.nl)]
+        self.anchor_grid = [torch.empty(0) for _ in range(self.nl)]
+        self.register_buffer("anchors", torch.tensor(anchors).float().view(self.nl, -1, 2))
+        self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
+        self.inplace = inplace
+
+    def forward(self, x: list[torch.Tensor]):
+        z = []
+        for i in range(self.nl):
+            x[i] = self.m[i](x[i])
+            bs, _, ny, nx = x[i].shape
+            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            if not self.training:
+                if self.dynamic or self.grid[i].shape[2:4] != x[i].shape[2:4]:
+                    self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
+                z.append(self._decode(x[i], i).view(bs, self.na * nx * ny, -1))
+        if self.training:
+            return x
+        return (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)
+
+    def _decode(self, xi: torch.Tensor, i: int) -> torch.Tensor:
+        """Decode one level (bs, na, ny, nx, no) of logits to ``[xywh px, obj, cls...]`` probabilities."""
+        xy, wh, conf = xi.sigmoid().split((2, 2, self.nc + 1), 4)
+        xy = (xy * 2 + self.grid[i]) * self.stride[i]
+        wh = (wh * 2) ** 2 * self.anchor_grid[i]
+        return torch.cat((xy, wh, conf), 4)
+
+    def _make_grid(self, nx: int = 20, ny: int = 20, i: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the cell offsets (minus 0.5) and anchor sizes in pixels, each (1, na, ny, nx, 2)."""
+        d, t = self.anchors[i].device, self.anchors[i].dtype
+        shape = (1, self.na, ny, nx, 2)
+        yv, xv = torch.meshgrid(torch.arange(ny, device=d, dtype=t), torch.arange(nx, device=d, dtype=t),
+                                indexing="ij")
+        grid = torch.stack((xv, yv), 2).expand(shape) - 0.5
+        anchor_grid = (self.anchors[i] * self.stride[i]).view((1, self.na, 1, 1, 2)).expand(shape)
+        return grid, anchor_grid
+
+    def _apply_to_tensors(self, fn) -> None:
+        """Apply a tensor function (``.to``, ``.half`` ...) to the non-buffer tensors this head keeps."""
+        self.stride = fn(self.stride)
+        self.grid = list(map(fn, self.grid))
+        if isinstance(self.anchor_grid, list):
+            self.anchor_grid = list(map(fn, self.anchor_grid))
+
+    def setup_model(self, model: "DetectionModel", ch: int) -> None:
+        """Compute strides with a 256 px dry run, order and scale the anchors, and initialise biases."""
+        s = 256
+        self.inplace = model.inplace
+        out = model.forward(torch.zeros(1, ch, s, s))
+        out = out[0] if isinstance(out, tuple) else out
+        self.stride = torch.tensor([s / x.shape[-2] for x in out])
+        check_anchor_order(self)
+        self.anchors /= self.stride.view(-1, 1, 1)
+        model.stride = self.stride
+        model._initialize_biases()
+
+
+class Segment(Detect):
+    """Detect head plus mask coefficients (``nm`` per anchor) and a ``Proto`` branch on the first level."""
+
+    def __init__(self, nc: int = 80, anchors: Any = (), nm: int = 32, npr: int = 256, ch: tuple = (),
+                 inplace: bool = True):
+        super().__init__(nc, anchors, ch, inplace)
+        self.nm = nm
+        self.npr = npr
+        self.no = 5 + nc + self.nm
+        self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
+        self.proto = Proto(ch[0], self.npr, self.nm)
+        self.detect = Detect.forward
+
+    def forward(self, x: list[torch.Tensor]):
+        p = self.proto(x[0])
+        x = self.detect(self, x)
+        if self.training:
+            return x, p
+        return (x[0], p) if self.export else (x[0], p, x[1])
+
+    def _decode(self, xi: torch.Tensor, i: int) -> torch.Tensor:
+        xy, wh, conf, mask = xi.split((2, 2, self.nc + 1, self.no - self.nc - 5), 4)
+        xy = (xy.sigmoid() * 2 + self.grid[i]) * self.stride[i]
+        wh = (wh.sigmoid() * 2) ** 2 * self.anchor_grid[i]
+        return torch.cat((xy, wh, conf.sigmoid(), mask), 4)
+
+
+def check_anchor_order(m: Detect) -> None:
+    """Flip the anchor levels if their mean areas are ordered opposite to the strides (pixel anchors)."""
+    a = m.anchors.prod(-1).mean(-1).view(-1)
+    da = a[-1] - a[0]
+    ds = m.stride[-1] - m.stride[0]
+    if da and (da.sign() != ds.sign()):
+        LOGGER.info("AutoAnchor: Reversing anchor order")
+        m.anchors[:] = m.anchors.flip(0)
+
+
+class BaseModel(nn.Module):
+    """Sequential graph runner shared by detection, segmentation and classification models."""
+
+    def forward(self, x: torch.Tensor, profile: bool = False, visualize: Any = False):
+        return self._forward_once(x, profile, visualize)
+
+    def _forward_once(self, x: torch.Tensor, profile: bool = False, visualize: Any = False):
+        y = []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            y.append(x if m.i in self.save else None)
+            if visualize:
+                from utils.plots_features import feature_visualization
+
+                feature_visualization(x, m.type, m.i, save_dir=visualize)
+        return x
+
+    def fuse(self) -> "BaseModel":
+        """Fold every Conv's BatchNorm into its convolution (in place) for faster inference."""
+        LOGGER.info("Fusing layers... ")
+        for m in self.model.modules():
+            if isinstance(m, (Conv, DWConv)) and "bn" in m._modules:
+                m.conv = fuse_conv_and_bn(m.conv, m.bn)
+                delattr(m, "bn")
+        self.info()
+        return self
+
+    def info(self, verbose: bool = False, img_size: int = 640) -> tuple:
+        """Log the summary line (layers, parameters, gradients, GFLOPs)."""
+        return model_info(self, verbose, img_size)
+
+    def _apply(self, fn, recurse: bool = True):
+        self = super()._apply(fn, recurse)
+        head = self.model[-1]
+        if hasattr(head, "_apply_to_tensors"):
+            head._apply_to_tensors(fn)
+        return self
+
+
+class DetectionModel(BaseModel):
+    """A YOLOv5 detection model built from a YAML file or dict.
+
+    Args:
+        cfg: YAML path (a bare name like ``yolov5s.yaml`` is searched under models/) or an already loaded dict.
+        ch: input channels. nc: overrides the YAML's class count. anchors: overrides with that many anchors/level.
+    """
+
+    def __init__(self, cfg: Union[str, Path, dict] = "yolov5s.yaml", ch: int = 3, nc: Optional[int] = None,
+                 anchors: Optional[Union[int, float]] = None):
+        super().__init__()
+        if isinstance(cfg, dict):
+            self.yaml = cfg
+        else:
+            self.yaml_file = Path(cfg).name
+            self.yaml = yaml_load(check_yaml(cfg))
+        yaml_name = str(cfg) if not isinstance(cfg, dict) else "<dict>"
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc and nc != self.yaml.get("nc"):
+            LOGGER.info(f"Overriding model.yaml nc={self.yaml.get('nc')} with nc={nc}")
+            self.yaml["nc"] = nc
+        if anchors:
+            LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
+            self.yaml["anchors"] = round(anchors)
+        built = build_model(deepcopy(self.yaml), ch=[ch], yaml_file=yaml_name)
+        self.model, self.save = built.model, built.save
+        self.names = [str(i) for i in range(self.yaml["nc"])]
+        self.inplace = self.yaml.get("inplace", True)
+        head = self.model[-1]
+        if hasattr(head, "setup_model"):
+            head.setup_model(self, ch)
+        else:
+            self.stride = torch.tensor([32.0])
+        initialize_weights(self)
+        self.info()
+        LOGGER.info("")
+
+    def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize: Any = False):
+        if augment:
+            return self._forward_augment(x)
+        return self._forward_once(x, profile, visualize)
+
+    def _forward_augment(self, x: torch.Tensor):
+        """Test-time augmentation: scales (1, 0.83, 0.67) with a left-right flip at 0.83; returns (y, None)."""
+        img_size = x.shape[-2:]
+        y = []
+        for si, fi in zip((1, 0.83, 0.67), (None, 3, None)):
+            xi = scale_img(x.flip(fi) if fi else x, si, gs=int(self.stride.max()))
+            yi = self._forward_once(xi)[0]
+            y.append(self._descale_pred(yi, fi, si, img_size))
+        return torch.cat(self._clip_augmented(y), 1), None
+
+    def _descale_pred(self, p: torch.Tensor, flips: Optional[int], scale: float, img_size) -> torch.Tensor:
+        p = p.clone()
+        p[..., :4] /= scale
+        if flips == 2:
+            p[..., 1] = img_size[0] - p[..., 1]
+        elif flips == 3:
+            p[..., 0] = img_size[1] - p[..., 0]
+        return p
+
+    def _clip_augmented(self, y: list[torch.Tensor]) -> list[torch.Tensor]:
+        nl = self.model[-1].nl
+        g = sum(4**x for x in range(nl))
+        i = (y[0].shape[1] // g) * sum(4**x for x in range(1))
+        y[0] = y[0][:, :-i]
+        i = (y[-1].shape[1] // g) * sum(4 ** (nl - 1 - x) for x in range(1))
+        y[-1] = y[-1][:, i:]
+        return y
+
+    def _initialize_biases(self, cf: Optional[torch.Tensor] = None) -> None:
+        """Offset head biases: objectness for ~8 objects per 640 image, classes for 0.6 / nc (or ``cf``)."""
+        m = self.model[-1]
+        for mi, s in zip(m.m, m.stride):
+            b = mi.bias.view(m.na, -1)
+            b.data[:, 4] += math.log(8 / (640 / s) ** 2)
+            cls_prior = math.log(0.6 / (m.nc - 0.99999)) if cf is None else torch.log(cf / cf.sum())
+            b.data[:, 5:5 + m.nc] += cls_prior
+            mi.bias = torch.nn.Parameter(b.view(-1), requires_grad=True)
+
+
+Model = DetectionModel
+
+
+class SegmentationModel(DetectionModel):
+    """Detection model whose YAML ends in a ``Segment`` head."""
+
+    def __init__(self, cfg: Union[str, Path, dict] = "yolov5s-seg.yaml", ch: int = 3, nc: Optional[int] = None,
+                 anchors: Optional[int] = None):
+        super().__init__(cfg, ch, nc, anchors)
+
+
+class ClassificationModel(BaseModel):
+    """Backbone of a detection model (layers before ``cutoff``) with a ``Classify`` head replacing the last layer."""
+
+    def __init__(self, cfg: Any = None, model: Optional[DetectionModel] = None, nc: int = 1000, cutoff: int = 10):
+        super().__init__()
+        if model is None:
+            raise NotImplementedError("ClassificationModel from a YAML is not supported; pass model=DetectionModel")
+        self._from_detection_model(model, nc, cutoff)
+
+    def _from_detection_model(self, model: nn.Module, nc: int = 1000, cutoff: int = 10) -> None:
+        from models.common import Classify
+
+        model = getattr(model, "model", model)
+        model.model = model.model[:cutoff] if hasattr(model, "model") else model[:cutoff]
+        layers = model.model if hasattr(model, "model") else model
+        last = layers[-1]
+        c1 = last.conv.in_channels if hasattr(last, "conv") else last.cv1.conv.in_channels
+        head = Classify(c1, nc)
+        head.i, head.f, head.type = last.i, last.f, "models.common.Classify"
+        layers[-1] = head
+        self.model = layers
+        self.stride = getattr(model, "stride", torch.tensor([32.0]))
+        self.save = []
+        self.nc = nc
+
+
+def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
+    """Upstream-compatible entry point: build the layers of a model YAML dict; returns ``(model, save)``."""
+    built = build_model(d, ch)
+    return built.model, built.save
+
+
+add_module("Detect", Detect, role="head")
+add_module("Segment", Segment, role="head")
+
+
+def parse_opt(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Build a model from a YAML and print its summary.")
+    parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
+    parser.add_argument("--batch-size", type=int, default=1, help="total batch size for all GPUs")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument("--profile", action="store_true", help="profile model speed")
+    parser.add_argument("--line-profile", action="store_true", help="profile model speed layer by layer")
+    parser.add_argument("--test", action="store_true", help="test all yolo*.yaml")
+    return parser.parse_args(argv)
+
+
+def main(opt: argparse.Namespace) -> None:
+    from utils.torch_utils import select_device
+
+    device = select_device(opt.device)
+    im = torch.rand(opt.batch_size, 3, 640, 640).to(device)
+    if opt.test:
+        for cfg in sorted(Path(__file__).parent.rglob("yolo*.yaml")):
+            DetectionModel(cfg)
+        return
+    model = DetectionModel(check_yaml(opt.cfg)).to(device)
+    if opt.line_profile:
+        model.eval()
+        LOGGER.info(f"{'GFLOPs':>10}{'ms':>10}  module")
+        for t, flops, ms in profile_layers(model, im):
+            LOGGER.info(f"{flops:10.2f}{ms:10.2f}  {t}")
+    elif opt.profile:
+        from utils.torch_utils import time_sync
+
+        model.eval()
+        with torch.inference_mode():
+            model(im)
+            t0 = time_sync()
+            model(im)
+        LOGGER.info(f"forward {(time_sync() - t0) * 1000:.1f} ms at {tuple(im.shape)}")
+
+
+if __name__ == "__main__":
+    main(parse_opt())

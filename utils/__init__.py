@@ -1,0 +1,1 @@
+"""Utility package: focused modules (boxes, nms, metrics, dataloaders, ...) plus upstream-compatible facades."""

@@ -1,0 +1,223 @@
+"""Safe checkpoint loading and saving in upstream YOLOv5's format.
+
+Loading never executes code from the file: ``torch.load(weights_only=True)`` runs with an explicit allow-list of
+the globals a YOLOv5 checkpoint legitimately contains (our model classes, the torch.nn layers YOLOv5 models use,
+``collections.OrderedDict``, ``pathlib`` paths, ``argparse.Namespace`` and the numpy pieces upstream stores
+``best_fitness`` with). Anything else is refused with a message naming the offending global(s).
+
+Legacy compatibility fixes for old checkpoints live in :func:`upgrade_legacy_model` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import io
+import pathlib
+import pickle
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from utils.files import atomic_write_bytes
+from utils.logging import LOGGER
+
+PathLike = Union[str, Path]
+
+_TORCH_NN_LAYERS = (
+    nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.SyncBatchNorm,
+    nn.LayerNorm, nn.GroupNorm, nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear, nn.Identity,
+    nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Upsample, nn.ZeroPad2d, nn.MultiheadAttention,
+    nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Mish,
+    nn.Softmax, nn.Flatten,
+)
+_PLUMBING = (collections.OrderedDict, set, pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath,
+             pathlib.PurePosixPath, pathlib.PureWindowsPath, argparse.Namespace, np.ndarray, np.dtype)
+
+_extra_safe: list[Any] = []
+
+
+def register_safe_globals(*objs: Any) -> None:
+    """Add classes (e.g. an extension's modules) to the checkpoint allow-list."""
+    for obj in objs:
+        if obj not in _extra_safe:
+            _extra_safe.append(obj)
+
+
+def _numpy_globals() -> list[Any]:
+    import codecs
+
+    out: list[Any] = [codecs.encode]
+    try:
+        from numpy._core.multiarray import _reconstruct as reconstruct_new
+        out.append(reconstruct_new)
+    except ImportError:
+        pass
+    try:
+        from numpy.core.multiarray import _reconstruct as reconstruct_old
+        out.append(reconstruct_old)
+    except ImportError:
+        pass
+    out += [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "bool")]
+    out += [np.float64, np.float32, np.int64]
+    try:
+        from numpy._core.multiarray import scalar
+        out.append(scalar)
+    except ImportError:
+        pass
+    return out
+
+
+def _project_model_classes() -> list[type]:
+    import models.common as common
+    import models.experimental as experimental
+    import models.yolo as yolo
+    from models.registry import _REGISTRY
+
+    classes = {spec.cls for spec in _REGISTRY.values() if isinstance(spec.cls, type)}
+    for module in (common, yolo, experimental):
+        classes.update(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, nn.Module))
+    return sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+def safe_globals() -> list[Any]:
+    """Return the full allow-list used by :func:`torch_safe_load`."""
+    return [*_project_model_classes(), *_TORCH_NN_LAYERS, *_PLUMBING, *_numpy_globals(), *_extra_safe]
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint references a global outside the allow-list; nothing from it was executed."""
+
+
+def _global_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', obj))}"
+
+
+def torch_safe_load(file: PathLike, map_location: Any = "cpu") -> Any:
+    """Load a ``.pt`` file with ``weights_only=True`` and the YOLOv5 allow-list.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        UnsafeCheckpointError: the file needs a global that is not allowed (named in the message).
+        RuntimeError: the file is not a readable torch checkpoint (truncated, wrong format).
+    """
+    file = Path(file)
+    if not file.is_file():
+        raise FileNotFoundError(f"Weights file not found: {file}")
+    allowed = safe_globals()
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        offending = _offending_globals(file, allowed)
+        if offending:
+            raise UnsafeCheckpointError(
+                f"{file}: refused to load, it references non-allowed global(s) {', '.join(offending)}. Nothing from "
+                f"the file was executed. If you trust this file and these classes are yours, register them with "
+                f"utils.checkpoint.register_safe_globals().") from None
+        raise RuntimeError(f"{file}: not a loadable checkpoint: {e}") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise RuntimeError(f"{file}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _offending_globals(file: Path, allowed: Iterable[Any]) -> list[str]:
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(file))
+    except Exception:
+        return ["<unknown: the file could not be scanned>"]
+    allowed_names = {_global_name(a) for a in allowed}
+    return [n for n in names if n not in allowed_names and n.replace("__builtin__", "builtins") not in allowed_names]
+
+
+def upgrade_legacy_model(model: nn.Module, inplace: bool = True) -> nn.Module:
+    """Apply upstream's compatibility fixes to a model unpickled from an older checkpoint (in place)."""
+    from models.yolo import Detect, DetectionModel
+
+    if not hasattr(model, "stride"):
+        model.stride = torch.tensor([32.0])
+    if isinstance(getattr(model, "names", None), (list, tuple)):
+        model.names = dict(enumerate(model.names))
+    for m in model.modules():
+        t = type(m)
+        if t in (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU, Detect, DetectionModel):
+            m.inplace = inplace
+            if t is Detect and not isinstance(m.anchor_grid, list):
+                delattr(m, "anchor_grid")
+                setattr(m, "anchor_grid", [torch.zeros(1)] * m.nl)
+        elif t is nn.Upsample and not hasattr(m, "recompute_scale_factor"):
+            m.recompute_scale_factor = None
+    return model
+
+
+def load_model(weights: PathLike, device: Optional[torch.device] = None, inplace: bool = True,
+               fuse: bool = True) -> nn.Module:
+    """Return the float32 model stored in a checkpoint (``ema`` preferred), upgraded, fused if asked, in eval mode."""
+    ckpt = torch_safe_load(weights)
+    model = extract_model(ckpt, weights)
+    model = model.to(device or "cpu").float()
+    upgrade_legacy_model(model, inplace)
+    if fuse and hasattr(model, "fuse"):
+        model = model.fuse()
+    return model.eval()
+
+
+def extract_model(ckpt: Any, source: PathLike = "<checkpoint>") -> nn.Module:
+    """Return the model object from a loaded checkpoint dict (``ema`` if present, else ``model``)."""
+    if isinstance(ckpt, nn.Module):
+        return ckpt
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{source}: expected a checkpoint dict with a 'model' entry, got {type(ckpt).__name__}")
+    model = ckpt.get("ema") or ckpt.get("model")
+    if not isinstance(model, nn.Module):
+        keys = ", ".join(map(str, list(ckpt)[:8]))
+        raise ValueError(f"{source}: no model object under 'ema' or 'model' (keys: {keys}). A plain state dict can be "
+                         f"used with --weights after building the model from --cfg, or with --backbone-weights.")
+    return model
+
+
+def save_checkpoint(ckpt: dict, file: PathLike) -> None:
+    """Write a checkpoint dict atomically (temporary file + rename), so a crash never leaves half a file."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    atomic_write_bytes(file, buffer.getvalue())
+
+
+def make_checkpoint(model: nn.Module, ema: Optional[nn.Module] = None, epoch: int = -1, best_fitness: Any = None,
+                    updates: Optional[int] = None, optimizer: Optional[dict] = None, opt: Optional[dict] = None,
+                    git: Optional[dict] = None) -> dict:
+    """Build upstream's checkpoint dict: fp16 copies of the model/EMA plus training state."""
+    from copy import deepcopy
+
+    from utils.torch_utils import de_parallel
+
+    return {
+        "epoch": epoch,
+        "best_fitness": best_fitness,
+        "model": deepcopy(de_parallel(model)).half(),
+        "ema": deepcopy(ema).half() if ema is not None else None,
+        "updates": updates,
+        "optimizer": optimizer,
+        "opt": opt if opt is not None else {},
+        "git": git if git is not None else {"remote": None, "branch": None, "commit": None},
+        "date": datetime.now().isoformat(),
+    }
+
+
+def strip_optimizer(f: PathLike = "best.pt", s: PathLike = "") -> None:
+    """Make a final checkpoint: model <- EMA, drop optimizer/EMA state, fp16, no grads; saved to ``s`` or ``f``."""
+    ckpt = torch_safe_load(f)
+    if ckpt.get("ema"):
+        ckpt["model"] = ckpt["ema"]
+    for k in ("optimizer", "best_fitness", "ema", "updates"):
+        ckpt[k] = None
+    ckpt["epoch"] = -1
+    ckpt["model"].half()
+    for p in ckpt["model"].parameters():
+        p.requires_grad = False
+    save_checkpoint(ckpt, s or f)
+    mb = Path(s or f).stat().st_size / 1e6
+    LOGGER.info(f"Optimizer stripped from {f},{f' saved as {s},' if s else ''} {mb:.1f}MB")
