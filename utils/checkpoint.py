@@ -108,6 +108,7 @@ def torch_safe_load(file: PathLike, map_location: Any = "cpu") -> Any:
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"Weights file not found: {file}")
+    _import_project_extensions(file)
     allowed = safe_globals()
     try:
         with torch.serialization.safe_globals(allowed):
@@ -122,6 +123,27 @@ def torch_safe_load(file: PathLike, map_location: Any = "cpu") -> Any:
         raise RuntimeError(f"{file}: not a loadable checkpoint: {e}") from None
     except (RuntimeError, EOFError, OSError) as e:
         raise RuntimeError(f"{file}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _import_project_extensions(file: Path) -> None:
+    """Import the project's own ``extensions.*`` modules a checkpoint references so they register safe globals.
+
+    Only modules inside this repository's ``extensions`` package are imported (trusted project code); anything
+    else a file names is left to the allow-list check, which refuses it.
+    """
+    import importlib
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(file))
+    except Exception:
+        return
+    for name in names:
+        module = name.rpartition(".")[0]
+        if module.startswith("extensions.") and module.replace(".", "").replace("_", "").isalnum():
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                pass
 
 
 def _offending_globals(file: Path, allowed: Iterable[Any]) -> list[str]:

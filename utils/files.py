@@ -43,7 +43,7 @@ def yaml_save(file: PathLike, data: dict) -> None:
 
 
 def check_file(file: PathLike, suffix: Any = "") -> str:
-    """Return the path of an existing file; a bare name is searched under ROOT/{data,models,utils} recursively.
+    """Return the path of an existing file; a bare name is searched under ROOT/{data,models,utils,extensions}.
 
     URLs are not downloaded (nothing may download at run time). Raises ``FileNotFoundError`` when the file is
     missing and ``ValueError`` when a bare name matches several files.
@@ -56,10 +56,10 @@ def check_file(file: PathLike, suffix: Any = "") -> str:
         raise FileNotFoundError(f"'{file}' is a URL; this project never downloads at run time. Download it "
                                 f"yourself and pass the local path.")
     matches = []
-    for d in ("data", "models", "utils"):
+    for d in ("data", "models", "utils", "extensions"):
         matches.extend(glob.glob(str(ROOT / d / "**" / file), recursive=True))
     if not matches:
-        raise FileNotFoundError(f"File not found: {file} (also searched {ROOT}/data, models and utils)")
+        raise FileNotFoundError(f"File not found: {file} (also searched {ROOT}/data, models, utils and extensions)")
     if len(matches) > 1:
         raise ValueError(f"Multiple files match '{file}', specify one of: {matches}")
     return matches[0]

@@ -115,10 +115,24 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+# thop's historical cost per output element of nn.Upsample by mode. Current ultralytics-thop releases count
+# 'nearest' as free, older ones (which produced upstream's published GFLOPs) as one op per element; pinning the
+# rule here makes our summary line independent of the installed thop version.
+_UPSAMPLE_OPS_PER_ELEMENT = {"nearest": 1, "linear": 5, "bilinear": 11, "bicubic": 259, "trilinear": 31}
+
+
+def _count_upsample(module: nn.Upsample, inputs: Any, output: torch.Tensor) -> None:
+    module.total_ops += _UPSAMPLE_OPS_PER_ELEMENT.get(module.mode, 0) * output.numel()
+
+
+THOP_CUSTOM_OPS = {nn.Upsample: _count_upsample}
+
+
 def model_flops(model: nn.Module, imgsz: int | Sequence[int] = 640) -> Optional[float]:
     """Return GFLOPs at ``imgsz`` with upstream's convention (thop MACs x 2 at stride px, scaled), or None.
 
     The model is profiled on a deep copy at ``max(stride, 32)`` pixels so the caller's model is untouched.
+    ``nn.Upsample`` is counted with :data:`THOP_CUSTOM_OPS` (1 op per output element for 'nearest').
     """
     try:
         import thop
@@ -128,7 +142,7 @@ def model_flops(model: nn.Module, imgsz: int | Sequence[int] = 640) -> Optional[
         p = next(model.parameters())
         stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
         im = torch.empty((1, p.shape[1], stride, stride), device=p.device)
-        macs = thop.profile(deepcopy(model), inputs=(im,), verbose=False)[0]
+        macs = thop.profile(deepcopy(model), inputs=(im,), custom_ops=THOP_CUSTOM_OPS, verbose=False)[0]
         h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
         return macs / 1e9 * 2 * h / stride * w / stride
     except Exception as e:  # profiling is informative only; never fail a build for it
@@ -186,7 +200,8 @@ def profile_layers(model: nn.Module, x: torch.Tensor, runs: int = 10) -> list[tu
         thop = None
     for m in model.model:
         inp = x if m.f == -1 else (y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f])
-        flops = thop.profile(deepcopy(m), inputs=(inp,), verbose=False)[0] / 1e9 * 2 if thop else 0.0
+        flops = (thop.profile(deepcopy(m), inputs=(inp,), custom_ops=THOP_CUSTOM_OPS, verbose=False)[0] / 1e9 * 2
+                 if thop else 0.0)
         t0 = time_sync()
         for _ in range(runs):
             out = m(inp.copy() if isinstance(inp, list) else inp)

@@ -1,0 +1,275 @@
+"""``AutoShape`` (any-image-in, ``Detections``-out wrapper used by torch.hub) and ``Detections``.
+
+Not pickled; re-exported from ``models.common`` for upstream imports. Nothing here downloads: http(s) inputs are
+refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from copy import copy
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image, ImageOps
+
+from utils.augmentations import letterbox
+from utils.boxes import scale_boxes, xyxy2xywh
+from utils.crops import save_image, save_one_box
+from utils.files import increment_path
+from utils.logging import LOGGER, colorstr
+from utils.nms import non_max_suppression
+from utils.ops import make_divisible
+from utils.profiling import Profile
+from utils.torch_utils import copy_attr, smart_inference_mode
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+XYXY_COLUMNS = ("xmin", "ymin", "xmax", "ymax", "confidence", "class", "name")
+XYWH_COLUMNS = ("xcenter", "ycenter", "width", "height", "confidence", "class", "name")
+
+
+def _detect_head(model: nn.Module) -> Optional[nn.Module]:
+    """Return the Detect layer of a DetectionModel (or of the one a DetectMultiBackend wraps), else None."""
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "model", None) if hasattr(model, "pt") else inner
+    if isinstance(layers, nn.Sequential) and hasattr(layers[-1], "anchors"):
+        return layers[-1]
+    return None
+
+
+def load_image_input(im: ImageInput, index: int) -> tuple[np.ndarray, str]:
+    """Return one AutoShape input as an HWC RGB uint8 array (3 channels) and its file name (``image{i}`` default).
+
+    Accepts a path (str/Path), a PIL image, or a numpy array: HWC RGB, CHW (detected by ``shape[0] < 5``),
+    2-D grayscale, or 4-channel RGBA (alpha dropped). PIL images and files are EXIF-transposed.
+    """
+    name = f"image{index}"
+    if isinstance(im, (str, Path)):
+        if str(im).lower().startswith(("http://", "https://")):
+            raise ValueError(f"{im}: downloading images is not allowed in this project; download it yourself and "
+                             f"pass the local path, a PIL image or an array.")
+        if not Path(im).is_file():
+            raise FileNotFoundError(f"Image not found: {im}")
+        name = str(im)
+        try:
+            im = Image.open(im)
+            im.load()
+        except (OSError, SyntaxError) as e:
+            raise ValueError(f"Image not readable (corrupt or unsupported): {name} ({e})") from None
+    if isinstance(im, Image.Image):
+        name = getattr(im, "filename", "") or name
+        im = ImageOps.exif_transpose(im)
+        im = np.asarray(im if im.mode in ("RGB", "L") else im.convert("RGB"))
+    if not isinstance(im, np.ndarray):
+        raise TypeError(f"Unsupported AutoShape input type {type(im).__name__} (index {index})")
+    if im.ndim == 3 and im.shape[0] < 5:
+        im = im.transpose((1, 2, 0))
+    im = im[..., :3] if im.ndim == 3 else np.repeat(im[..., None], 3, axis=2)
+    return np.ascontiguousarray(im), Path(name).with_suffix(".jpg").name
+
+
+class AutoShape(nn.Module):
+    """Wrap a detection model so it accepts images in any common format and returns :class:`Detections`.
+
+    Settable class/instance attributes: ``conf`` (NMS confidence threshold), ``iou`` (NMS IoU threshold),
+    ``agnostic`` (class-agnostic NMS), ``multi_label``, ``classes`` (list of class ids to keep, or None),
+    ``max_det`` (per image), ``amp`` (CUDA autocast).
+    """
+
+    conf = 0.25
+    iou = 0.45
+    agnostic = False
+    multi_label = False
+    classes = None
+    max_det = 1000
+    amp = False
+
+    def __init__(self, model: nn.Module, verbose: bool = True):
+        super().__init__()
+        if verbose:
+            LOGGER.info("Adding AutoShape... ")
+        copy_attr(self, model, include=("yaml", "nc", "hyp", "names", "stride", "abc"), exclude=())
+        self.dmb = hasattr(model, "pt") and hasattr(model, "warmup")  # a DetectMultiBackend
+        self.pt = not self.dmb or model.pt
+        self.model = model.eval()
+        head = _detect_head(model) if self.pt else None
+        if head is not None:
+            head.inplace = False
+            head.export = True  # instance attribute: forward returns only the decoded (B, N, 5 + nc) tensor
+
+    def _param(self) -> torch.Tensor:
+        return next(self.model.parameters()) if self.pt else torch.empty(1, device=self.model.device)
+
+    @smart_inference_mode()
+    def forward(self, ims: Any, size: Union[int, Sequence[int]] = 640, augment: bool = False,
+                profile: bool = False) -> Any:
+        """Detect objects in ``ims``.
+
+        Args:
+            ims: a (B, 3, H, W) tensor in [0, 1] (returns the raw model output, no NMS), or one image or a
+                list/tuple of images accepted by :func:`load_image_input` (HWC numpy arrays are RGB).
+            size: inference size, int or (h, w); the batch shape is the largest image scaled so that its long side
+                is ``max(size)``, rounded up to the stride.
+            augment: test-time augmentation. profile: kept for upstream compatibility.
+
+        Returns:
+            :class:`Detections` (boxes in each original image's pixels), or the raw output for tensor input.
+        """
+        times = (Profile(), Profile(), Profile())
+        with times[0]:
+            size = (size, size) if isinstance(size, int) else tuple(size)
+            p = self._param()
+            autocast = self.amp and p.device.type != "cpu"
+            if isinstance(ims, torch.Tensor):
+                with torch.autocast(p.device.type, enabled=autocast):
+                    return self.model(ims.to(p.device).type_as(p), augment=augment)
+            ims, files, shape0, x, shape1 = self._preprocess(ims, size, p)
+        with torch.autocast(p.device.type, enabled=autocast):
+            with times[1]:
+                y = self.model(x, augment=augment)
+            with times[2]:
+                y = non_max_suppression(y if self.dmb else y[0], self.conf, self.iou, self.classes, self.agnostic,
+                                        self.multi_label, max_det=self.max_det)
+                for i in range(len(ims)):
+                    scale_boxes(shape1, y[i][:, :4], shape0[i])
+        return Detections(ims, y, files, times, self.names, x.shape)
+
+    def _preprocess(self, ims: Any, size: tuple, p: torch.Tensor) -> tuple:
+        """Return (RGB images, file names, original shapes, BCHW batch tensor, batch (h, w))."""
+        items = list(ims) if isinstance(ims, (list, tuple)) else [ims]
+        loaded = [load_image_input(im, i) for i, im in enumerate(items)]
+        images, files = [im for im, _ in loaded], [f for _, f in loaded]
+        shape0 = [im.shape[:2] for im in images]
+        scaled = [[int(dim * max(size) / max(s)) for dim in s] for s in shape0]
+        if self.pt:
+            shape1 = [make_divisible(int(d), int(torch.as_tensor(self.stride).max())) for d in np.max(scaled, 0)]
+        else:
+            shape1 = list(size)
+        batch = np.stack([letterbox(im, shape1, auto=False)[0] for im in images])
+        x = torch.from_numpy(np.ascontiguousarray(batch.transpose((0, 3, 1, 2)))).to(p.device).type_as(p) / 255
+        return images, files, shape0, x, shape1
+
+
+def _display_available() -> bool:
+    return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class Detections:
+    """Results of :class:`AutoShape` for a batch of images.
+
+    Attributes:
+        ims: list of HWC RGB uint8 images. files: their file names.
+        pred / xyxy: list of (n, 6) tensors ``[x1, y1, x2, y2, conf, cls]`` in pixels.
+        xywh: the same as centre x, centre y, width, height. xyxyn / xywhn: divided by the image w, h.
+        names: {class id: name}. times: 3 Profile objects. n: number of images.
+        t: (pre-process, inference, NMS) milliseconds per image. s: BCHW shape of the inference batch.
+    """
+
+    def __init__(self, ims: list[np.ndarray], pred: list[torch.Tensor], files: list[str],
+                 times: Sequence[Profile] = (0, 0, 0), names: Optional[dict] = None, shape: Optional[Sequence] = None):
+        self.ims, self.pred, self.files, self.times = ims, pred, files, times
+        self.names = names if names is not None else {}
+        device = pred[0].device if pred else torch.device("cpu")
+        gains = [torch.tensor([im.shape[1], im.shape[0], im.shape[1], im.shape[0], 1, 1], device=device)
+                 for im in ims]
+        self.xyxy = pred
+        self.xywh = [torch.cat((xyxy2xywh(x[:, :4]), x[:, 4:]), 1) for x in pred]
+        self.xyxyn = [x / g for x, g in zip(self.xyxy, gains)]
+        self.xywhn = [x / g for x, g in zip(self.xywh, gains)]
+        self.n = len(self.pred)
+        self.t = tuple(getattr(x, "t", x) / max(self.n, 1) * 1e3 for x in times)
+        self.s = tuple(shape) if shape is not None else ()
+
+    def _summary(self, i: int, pred: torch.Tensor) -> str:
+        im = self.ims[i]
+        s = f"image {i + 1}/{self.n}: {im.shape[0]}x{im.shape[1]} "
+        if not pred.shape[0]:
+            return s + "(no detections)"
+        classes, counts = pred[:, 5].unique(return_counts=True)
+        return s + ", ".join(f"{n} {self.names[int(c)]}{'s' * (n > 1)}" for c, n in zip(classes, counts.tolist()))
+
+    def _annotate(self, i: int, labels: bool) -> np.ndarray:
+        from utils.plots import Annotator, colors
+
+        annotator = Annotator(np.ascontiguousarray(self.ims[i]).copy(), example=str(self.names))
+        for *box, conf, cls in reversed(self.pred[i].tolist()):
+            label = f"{self.names[int(cls)]} {conf:.2f}"
+            annotator.box_label(box, label if labels else "", color=colors(int(cls)))
+        return np.asarray(annotator.result())
+
+    def _crops(self, i: int, save: bool, save_dir: Optional[Path]) -> list[dict]:
+        crops = []
+        for *box, conf, cls in reversed(self.pred[i]):
+            name = self.names[int(cls)]
+            file = save_dir / "crops" / name / self.files[i] if save else None
+            crops.append({"box": box, "conf": conf, "cls": cls, "label": f"{name} {conf:.2f}",
+                          "im": save_one_box(box, self.ims[i], file=file, save=save)})
+        return crops
+
+    def show(self, labels: bool = True) -> None:
+        """Display the annotated images (PIL viewer); on a machine without a display, warn once and do nothing."""
+        if not _display_available():
+            LOGGER.warning("WARNING ⚠️ Detections.show(): no display available, use .save() or .render() instead")
+            return
+        for i in range(self.n):
+            Image.fromarray(self._annotate(i, labels)).show(self.files[i])
+
+    def save(self, labels: bool = True, save_dir: Union[str, Path] = "runs/detect/exp",
+             exist_ok: bool = False) -> Path:
+        """Save annotated images as ``save_dir/files[i]`` (``save_dir`` incremented: exp, exp2, ...); return it."""
+        save_dir = increment_path(save_dir, exist_ok, mkdir=True)
+        for i in range(self.n):
+            save_image(save_dir / self.files[i], self._annotate(i, labels), bgr=False)
+        LOGGER.info(f"Saved {self.n} image{'s' * (self.n > 1)} to {colorstr('bold', save_dir)}")
+        return save_dir
+
+    def crop(self, save: bool = True, save_dir: Union[str, Path] = "runs/detect/exp",
+             exist_ok: bool = False) -> list[dict]:
+        """Return a dict ``{box, conf, cls, label, im}`` per detection (``im`` BGR); save ``crops/<name>/<file>``."""
+        save_dir = increment_path(save_dir, exist_ok, mkdir=True) if save else None
+        crops = [c for i in range(self.n) for c in self._crops(i, save, save_dir)]
+        if save:
+            LOGGER.info(f"Saved results to {save_dir}\n")
+        return crops
+
+    def render(self, labels: bool = True) -> list[np.ndarray]:
+        """Draw the boxes into ``self.ims`` (replacing them) and return the list."""
+        self.ims = [self._annotate(i, labels) for i in range(self.n)]
+        return self.ims
+
+    def pandas(self) -> "Detections":
+        """Return a copy whose xyxy/xyxyn/xywh/xywhn are lists of DataFrames (upstream column names)."""
+        import pandas as pd
+
+        new = copy(self)
+        for key, columns in zip(("xyxy", "xyxyn", "xywh", "xywhn"),
+                                (XYXY_COLUMNS, XYXY_COLUMNS, XYWH_COLUMNS, XYWH_COLUMNS)):
+            frames = []
+            for boxes in getattr(self, key):
+                rows = [[*r[:5], int(r[5]), self.names[int(r[5])]] for r in boxes.tolist()]
+                frames.append(pd.DataFrame(rows, columns=list(columns)))
+            setattr(new, key, frames)
+        return new
+
+    def tolist(self) -> list["Detections"]:
+        """Return one single-image Detections per image."""
+        return [Detections([self.ims[i]], [self.pred[i]], [self.files[i]], self.times, self.names, self.s)
+                for i in range(self.n)]
+
+    def print(self) -> None:
+        LOGGER.info(self.__str__())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __str__(self) -> str:
+        lines = [self._summary(i, pred) for i, pred in enumerate(self.pred)]
+        speed = "Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape " % self.t
+        return "\n".join(lines) + f"\n{speed}{self.s}"
+
+    def __repr__(self) -> str:
+        return f"YOLOv5 {self.__class__} instance\n" + self.__str__()

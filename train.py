@@ -1,0 +1,145 @@
+"""Train a YOLOv5 detection model on a YOLO-format dataset (upstream ``train.py`` interface).
+
+With no arguments it trains yolov5n from scratch at 320 px on the built-in ``shapes`` dataset (generated locally on
+first use; nothing is downloaded) and finishes in a few minutes on a laptop CPU:
+
+    $ python train.py
+    $ python train.py --data coco128.yaml --weights yolov5s.pt --img 640     # fine-tune a local checkpoint
+    $ python train.py --data my.yaml --cfg yolov5s.yaml --weights '' --epochs 100
+    $ python train.py --resume                                               # continue the newest interrupted run
+
+Outputs go to runs/train/exp{N}: weights/{best,last}.pt, results.csv/png, labels.jpg, train/val batch images,
+confusion matrix and PR/F1/P/R curves, hyp.yaml and opt.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils.callbacks import Callbacks
+from utils.dist import get_local_rank, is_main_process
+from utils.logging import LOGGER, colorstr
+from utils.train_options import (DEFAULT_CFG, DEFAULT_DATA, DEFAULT_HYP, DEFAULT_PROJECT, TrainError, TrainOptions,
+                                 explicit_overrides, prepare_new_run, restore_resume_options)
+
+DEFAULTS = TrainOptions()
+
+
+def parse_opt(known: bool = False) -> argparse.Namespace:
+    """Parse upstream's ``train.py`` flags; ``known=True`` ignores unknown arguments (as upstream's ``run()``)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--weights", type=str, default=DEFAULTS.weights,
+                   help="initial weights path ('' = from scratch; never downloaded: put the .pt file locally)")
+    p.add_argument("--cfg", type=str, default=DEFAULTS.cfg,
+                   help=f"model.yaml path; with no --weights and no --cfg, {DEFAULT_CFG} is trained from scratch")
+    p.add_argument("--data", type=str, default=DEFAULTS.data,
+                   help="dataset.yaml path (default: the built-in 'shapes' dataset, generated on first use)")
+    p.add_argument("--hyp", type=str, default=str(DEFAULT_HYP), help="hyperparameters path")
+    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="total training epochs")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                   help="total batch size for all GPUs, -1 for autobatch (CUDA only)")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=DEFAULTS.imgsz,
+                   help="train, val image size (pixels; upstream's default is 640)")
+    p.add_argument("--rect", action="store_true", help="rectangular training")
+    p.add_argument("--resume", nargs="?", const=True, default=False,
+                   help="resume the most recent interrupted run, or the given last.pt")
+    p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
+    p.add_argument("--noval", action="store_true", help="only validate final epoch")
+    p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    p.add_argument("--noplots", action="store_true", help="save no plot files")
+    p.add_argument("--evolve", type=int, nargs="?", const=300, help="evolve hyperparameters for x generations")
+    p.add_argument("--evolve_population", type=str, default=DEFAULTS.evolve_population,
+                   help="location for loading population (accepted; the v7.0-style evolution starts from --hyp)")
+    p.add_argument("--resume_evolve", type=str, default=None,
+                   help="resume evolve from last generation (accepted; use --evolve N --resume)")
+    p.add_argument("--bucket", type=str, default="", help="gsutil bucket (accepted; nothing is uploaded)")
+    p.add_argument("--cache", type=str, nargs="?", const="ram", help="image --cache ram/disk (val: val set only)")
+    p.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu or mps")
+    p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
+    p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
+    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    p.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
+    p.add_argument("--project", default=str(DEFAULT_PROJECT), help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name ('cfg' = the model yaml's stem)")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--quad", action="store_true", help="quad dataloader")
+    p.add_argument("--cos-lr", action="store_true", help="cosine LR scheduler")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="Label smoothing epsilon")
+    p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
+    p.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
+    p.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
+    p.add_argument("--seed", type=int, default=0, help="Global training seed")
+    p.add_argument("--local_rank", type=int, default=-1, help="Automatic DDP Multi-GPU argument, do not modify")
+    p.add_argument("--entity", default=None, help="Entity (W&B/Comet loggers)")
+    p.add_argument("--upload_dataset", nargs="?", const=True, default=False, help='Upload data, "val" option')
+    p.add_argument("--bbox_interval", type=int, default=-1, help="Set bounding-box image logging interval")
+    p.add_argument("--artifact_alias", type=str, default="latest", help="Version of dataset artifact to use")
+    return p.parse_known_args()[0] if known else p.parse_args()
+
+
+def _check_distributed(options: TrainOptions) -> None:
+    """Refuse a distributed launch clearly: multi-GPU DDP training is not available in this version yet."""
+    if get_local_rank() != -1:
+        raise TrainError("DDP multi-GPU training (torch.distributed.run) is not supported yet: train on one device "
+                         "with --device 0 (or --device cpu)")
+
+
+def main(opt: argparse.Namespace, callbacks: Callbacks = Callbacks()) -> None:
+    """Train (or evolve) with the options in ``opt``; ``opt`` is updated in place with the run's final options."""
+    options = TrainOptions.from_namespace(opt)
+    if is_main_process():
+        LOGGER.info(colorstr("train: ") + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
+    if options.resume and not options.evolve:
+        options = restore_resume_options(options, overrides=explicit_overrides(options))
+    else:
+        options = prepare_new_run(options)
+    _check_distributed(options)
+    from utils.torch_utils import select_device
+
+    device = select_device(options.device, batch_size=options.batch_size)
+    if options.evolve:
+        from utils.evolve import evolve
+
+        evolve(options, device, callbacks)
+    else:
+        from utils.trainer import Trainer
+
+        trainer = Trainer(options, device, callbacks)
+        try:
+            trainer.train()
+        finally:
+            options = trainer.opt
+    vars(opt).update(options.to_dict())
+
+
+def run(**kwargs) -> argparse.Namespace:
+    """Train from Python: ``import train; train.run(data='coco128.yaml', imgsz=320, weights='yolov5m.pt')``.
+
+    Keyword names are the CLI flags with '_' for '-'; unknown names raise TypeError (with a suggestion).
+    Returns the options namespace (``opt.save_dir`` is the run folder).
+    """
+    opt = parse_opt(True)
+    TrainOptions.from_dict({**vars(opt), **kwargs})  # validates the keyword names
+    for key, value in kwargs.items():
+        setattr(opt, key, value)
+    main(opt)
+    return opt
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_opt())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (TrainError, FileNotFoundError) as error:
+        LOGGER.error(f"{colorstr('red', 'train: error:')} {error}")
+        sys.exit(1)

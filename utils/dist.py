@@ -1,0 +1,82 @@
+"""Distributed-training context, read from the environment when asked (never cached at import time).
+
+``torch.distributed.run`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` for each process; a plain
+``python train.py`` has none of them, which means a single process: rank -1, local rank -1, world size 1
+(upstream's convention, where -1 means "not distributed" and rank 0 or -1 is the main process).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as torch_dist
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def get_rank() -> int:
+    """Return the global rank from ``RANK`` (-1 when not launched by a distributed launcher)."""
+    return _env_int("RANK", -1)
+
+
+def get_local_rank() -> int:
+    """Return the node-local rank from ``LOCAL_RANK`` (-1 when not distributed)."""
+    return _env_int("LOCAL_RANK", -1)
+
+
+def get_world_size() -> int:
+    """Return the number of processes from ``WORLD_SIZE`` (1 when not distributed)."""
+    return max(_env_int("WORLD_SIZE", 1), 1)
+
+
+def is_main_process() -> bool:
+    """Return True for the process that logs, validates and saves (rank 0, or the only process)."""
+    return get_rank() in (-1, 0)
+
+
+def is_distributed() -> bool:
+    """Return True when a process group is initialised and has more than one member."""
+    return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
+
+
+def init_distributed(timeout_s: int = 10800) -> None:
+    """Initialise the default process group (NCCL when available, else Gloo) for this process's ``LOCAL_RANK``.
+
+    Raises:
+        RuntimeError: not launched by a distributed launcher (``LOCAL_RANK`` unset), or CUDA is missing.
+    """
+    local_rank = get_local_rank()
+    if local_rank == -1:
+        raise RuntimeError("init_distributed() needs LOCAL_RANK; launch with `python -m torch.distributed.run`")
+    if torch_dist.is_initialized():
+        return
+    if not torch.cuda.is_available() or torch.cuda.device_count() <= local_rank:
+        raise RuntimeError(f"LOCAL_RANK={local_rank} needs CUDA device {local_rank}, but "
+                           f"{torch.cuda.device_count()} CUDA device(s) are visible")
+    torch.cuda.set_device(local_rank)
+    backend = "nccl" if torch_dist.is_nccl_available() else "gloo"
+    torch_dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+
+
+def destroy_distributed() -> None:
+    """Tear down the default process group if one exists (safe to call in a single process)."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def broadcast_from_main(value: Any) -> Any:
+    """Return rank 0's ``value`` on every rank (identity when not distributed), e.g. the early-stop flag."""
+    if not is_distributed():
+        return value
+    holder = [value if get_rank() == 0 else None]
+    torch_dist.broadcast_object_list(holder, 0)
+    return holder[0]

@@ -1,0 +1,288 @@
+"""Non-maximum suppression for YOLOv5 head outputs.
+
+``non_max_suppression`` keeps upstream YOLOv5's interface and per-image semantics but has **no time limit**: it
+always returns complete results. It is fast because
+
+* candidate selection and scoring run once for the whole batch (one mask, one gather, one score product);
+* per-class separation uses float64 coordinate offsets, so IoUs are exact to float32 input precision (upstream's
+  float32 ``cls * 7680`` offsets round coordinates to 1/16 px for high class ids);
+* greedy NMS is prefix-consistent (whether the box at sorted position ``p`` survives depends only on positions
+  ``< p``), so only the shortest sorted prefix that yields ``max_det`` survivors is suppressed. The result is
+  identical to suppressing all candidates and truncating afterwards.
+
+One greedy NMS call is made per image: the CPU kernel's cost grows with (survivors x candidates), so a single call
+over the concatenated batch would be ``batch_size`` times slower than separate calls.
+
+Ties in confidence are ordered exactly as upstream's ``argsort(descending=True)`` of the per-image confidence
+vector, so outputs match upstream box for box.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Sequence, Union
+
+import torch
+
+from utils.boxes import xywh2xyxy
+
+MAX_WH = 7680  # upstream's maximum box width/height in pixels (kept for reference and API compatibility)
+MAX_NMS = 30000  # maximum candidates per image passed to NMS, after sorting by confidence
+NmsFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def _box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Return areas (n,) of xyxy boxes (n, 4), computed exactly as torchvision's NMS kernel does."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _pairwise_suppression(rows: torch.Tensor, cols: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Return bool (n, m): IoU(rows[i], cols[j]) > iou_threshold, for xyxy boxes (n, 4) and (m, 4).
+
+    Uses the kernel's formula ``inter / (area_i + area_j - inter)`` without eps; a NaN IoU (two empty boxes) never
+    suppresses.
+    """
+    top_left = torch.maximum(rows[:, None, :2], cols[None, :, :2])
+    bottom_right = torch.minimum(rows[:, None, 2:], cols[None, :, 2:])
+    wh = (bottom_right - top_left).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    iou = inter / (_box_area(rows)[:, None] + _box_area(cols)[None, :] - inter)
+    return iou > iou_threshold
+
+
+def _greedy_block(suppress: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """Solve greedy NMS inside one score-sorted block.
+
+    Args:
+        suppress: bool (n, n), ``suppress[i, j]`` = box i would suppress box j (only i < j is used).
+        alive: bool (n,), boxes not already suppressed by earlier blocks.
+
+    Returns:
+        bool (n,) survivors. Iterates ``keep[j] = alive[j] and no kept i < j suppresses j`` to its unique fixed
+        point; after t rounds the first t entries are final, so it always terminates with the greedy answer.
+    """
+    suppress = torch.triu(suppress, diagonal=1)
+    keep = alive.clone()
+    while True:
+        suppressed = (suppress & keep[:, None]).any(0)
+        new_keep = alive & ~suppressed
+        if torch.equal(new_keep, keep):
+            return keep
+        keep = new_keep
+
+
+def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, block_size: int = 128) -> torch.Tensor:
+    """Pure-torch greedy NMS, a drop-in for ``torchvision.ops.nms`` (used only when that op is unavailable).
+
+    Args:
+        boxes: (n, 4) xyxy, any units; the IoU formula and comparison (``IoU > iou_threshold``) match torchvision.
+        scores: (n,) scores; ties keep input order (stable sort), as torchvision's CPU kernel does.
+        iou_threshold: boxes overlapping a kept, higher-scored box by more than this are discarded.
+        block_size: boxes are processed in score-sorted blocks of this size to bound memory (block x kept).
+
+    Returns:
+        int64 (k,) indices of kept boxes, in decreasing score order.
+    """
+    order = scores.argsort(descending=True, stable=True)
+    sorted_boxes = boxes[order]
+    kept_positions = []
+    kept_boxes = sorted_boxes[:0]
+    for start in range(0, len(order), block_size):
+        block = sorted_boxes[start:start + block_size]
+        alive = ~_pairwise_suppression(kept_boxes, block, iou_threshold).any(0)
+        keep = _greedy_block(_pairwise_suppression(block, block, iou_threshold), alive)
+        kept_positions.append(keep.nonzero().flatten() + start)
+        kept_boxes = torch.cat((kept_boxes, block[keep]))
+    positions = torch.cat(kept_positions) if kept_positions else order[:0]
+    return order[positions]
+
+
+@functools.lru_cache(maxsize=None)
+def _torchvision_nms() -> NmsFn | None:
+    """Return ``torchvision.ops.nms`` if its compiled op loads and runs here, else None (checked once, lazily)."""
+    try:
+        from torchvision.ops import nms as tv_nms
+
+        tv_nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+    except (ImportError, RuntimeError, OSError, AttributeError):
+        return None
+    return tv_nms
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS on xyxy boxes (n, 4) with scores (n,); returns kept indices (k,) by decreasing score.
+
+    Dispatches to ``torchvision.ops.nms`` when its compiled op is available, else to ``nms_torch`` (same results).
+    """
+    tv_nms = _torchvision_nms()
+    return tv_nms(boxes, scores, iou_threshold) if tv_nms is not None else nms_torch(boxes, scores, iou_threshold)
+
+
+def _check_thresholds(conf_thres: float, iou_thres: float) -> None:
+    """Raise AssertionError (upstream's exception type, also under ``python -O``) unless both lie in [0, 1]."""
+    if not 0 <= conf_thres <= 1:
+        raise AssertionError(f"Invalid Confidence threshold {conf_thres}, valid values are between 0.0 and 1.0")
+    if not 0 <= iou_thres <= 1:
+        raise AssertionError(f"Invalid IoU {iou_thres}, valid values are between 0.0 and 1.0")
+
+
+def _label_rows(labels: Sequence[torch.Tensor], width: int, prediction: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Turn apriori labels into prediction-like rows with objectness and class score 1.
+
+    Args:
+        labels: per image, (n_i, 5) ``[cls, x, y, w, h]`` (xywh, pixels); may be empty.
+        width: row width 5 + nc + nm.
+        prediction: the (B, N, width) head output, for dtype and device.
+
+    Returns:
+        rows (L, width) and their image indices (L,), in image order.
+    """
+    rows, image_index = [], []
+    for index, image_labels in enumerate(labels):
+        if image_labels is None or not len(image_labels):
+            continue
+        image_labels = torch.as_tensor(image_labels, dtype=prediction.dtype, device=prediction.device)
+        row = torch.zeros((len(image_labels), width), dtype=prediction.dtype, device=prediction.device)
+        row[:, :4] = image_labels[:, 1:5]
+        row[:, 4] = 1.0
+        row[torch.arange(len(image_labels), device=row.device), image_labels[:, 0].long() + 5] = 1.0
+        rows.append(row)
+        image_index.append(torch.full((len(row),), index, dtype=torch.long, device=row.device))
+    if not rows:
+        return prediction.new_zeros((0, width)), torch.zeros(0, dtype=torch.long, device=prediction.device)
+    return torch.cat(rows), torch.cat(image_index)
+
+
+def _gather_rows(prediction: torch.Tensor, conf_thres: float, labels: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+    """Select rows with objectness > conf_thres for the whole batch, plus apriori label rows.
+
+    Args:
+        prediction: (B, N, 5 + nc + nm) head output, xywh pixels, obj at column 4.
+
+    Returns:
+        rows (K, 5 + nc + nm) grouped by image (each image's candidates in anchor order, then its labels) and
+        their image indices (K,).
+    """
+    batch_size = prediction.shape[0]
+    candidate_mask = prediction[..., 4] > conf_thres  # NaN objectness compares False
+    rows = prediction[candidate_mask]
+    image_index = torch.arange(batch_size, device=prediction.device).repeat_interleave(candidate_mask.sum(1))
+    if labels is not None and len(labels):
+        extra_rows, extra_index = _label_rows(labels, prediction.shape[2], prediction)
+        if len(extra_rows):
+            image_index = torch.cat((image_index, extra_index))
+            order = image_index.argsort(stable=True)
+            rows, image_index = torch.cat((rows, extra_rows))[order], image_index[order]
+    return rows, image_index
+
+
+def _score_rows(rows: torch.Tensor, image_index: torch.Tensor, nc: int, conf_thres: float,
+                multi_label: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn gathered rows into detections ``[x1, y1, x2, y2, conf, cls, masks...]`` with conf = cls x obj.
+
+    Args:
+        rows: (K, 5 + nc + nm) gathered rows, xywh pixels.
+        image_index: (K,) image of each row.
+        nc: number of classes.
+        conf_thres: keep scores strictly above this.
+        multi_label: one detection per (row, class) pair above the threshold, in row-major order; otherwise one
+            per row with its best class.
+
+    Returns:
+        detections (D, 6 + nm) grouped by image, and their image indices (D,). Detections with a non-finite box or
+        score are dropped.
+    """
+    scores = rows[:, 5:5 + nc] * rows[:, 4:5]
+    boxes, masks = xywh2xyxy(rows[:, :4]), rows[:, 5 + nc:]
+    if multi_label:
+        row_index, class_index = (scores > conf_thres).nonzero(as_tuple=True)
+        conf = scores[row_index, class_index]
+    else:
+        conf, class_index = scores.max(1)
+        row_index = (conf > conf_thres).nonzero().flatten()
+        conf, class_index = conf[row_index], class_index[row_index]
+    detections = torch.cat((boxes[row_index], conf[:, None], class_index[:, None].to(rows.dtype), masks[row_index]), 1)
+    finite = torch.isfinite(detections[:, :5]).all(1)
+    return detections[finite], image_index[row_index][finite]
+
+
+def _class_offsets(boxes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Return float64 xyxy boxes (n, 4) shifted so boxes of different classes can never overlap.
+
+    Shifts are multiples of the coordinate extent + 1 and are applied in float64, which holds float32 coordinates
+    plus the shift exactly, so IoUs within a class are unchanged.
+    """
+    boxes = boxes.double()
+    extent = (boxes.max() - boxes.min()).item() + 1.0
+    return boxes + classes.double()[:, None] * extent
+
+
+def _suppress_sorted(boxes: torch.Tensor, iou_thres: float, max_det: int) -> torch.Tensor:
+    """Greedy NMS on boxes already sorted by decreasing confidence; returns kept positions (<= max_det,).
+
+    Suppresses the shortest prefix that yields ``max_det`` survivors (growing it 4x at a time); by prefix
+    consistency this equals suppressing everything and keeping the first ``max_det``.
+    """
+    ranks = -torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)  # strictly decreasing: keeps order
+    prefix = min(len(boxes), max(4 * max_det, 1024))
+    while True:
+        keep = nms(boxes[:prefix], ranks[:prefix], iou_thres)
+        if len(keep) >= max_det or prefix >= len(boxes):
+            return keep[:max_det]
+        prefix = min(len(boxes), prefix * 4)
+
+
+def _suppress_image(detections: torch.Tensor, iou_thres: float, agnostic: bool, max_det: int) -> torch.Tensor:
+    """Run per-class (or class-agnostic) NMS on one image's detections (n, 6 + nm); returns the kept rows.
+
+    Rows are sorted by decreasing confidence with upstream's (unstable) ``argsort``, so ties resolve identically,
+    and only the first ``MAX_NMS`` enter NMS. The output keeps that order and at most ``max_det`` rows.
+    """
+    order = detections[:, 4].argsort(descending=True)[:MAX_NMS]
+    detections = detections[order]
+    boxes = detections[:, :4].double() if agnostic else _class_offsets(detections[:, :4], detections[:, 5])
+    return detections[_suppress_sorted(boxes, iou_thres, max_det)]
+
+
+def non_max_suppression(prediction: Union[torch.Tensor, Sequence[torch.Tensor]], conf_thres: float = 0.25,
+                        iou_thres: float = 0.45, classes: Sequence[int] | None = None, agnostic: bool = False,
+                        multi_label: bool = False, labels: Sequence = (), max_det: int = 300,
+                        nm: int = 0) -> list[torch.Tensor]:
+    """Filter raw YOLOv5 head output to final detections per image (upstream-compatible, no time limit).
+
+    Args:
+        prediction: (B, N, 5 + nc + nm) ``[x, y, w, h, obj, cls_0..cls_{nc-1}, mask_0..]`` (xywh, pixels); a
+            tuple/list (eval-mode ``(inference, raw)``) uses its first element.
+        conf_thres: keep objectness and cls x obj scores strictly above this, in [0, 1].
+        iou_thres: suppress boxes whose IoU with a kept box of the same class (any class if agnostic) exceeds
+            this, in [0, 1].
+        classes: keep only these class ids (None keeps all).
+        agnostic: suppress across classes.
+        multi_label: a box may yield one detection per class above ``conf_thres`` (ignored when nc == 1).
+        labels: apriori labels per image, (n_i, 5) ``[cls, x, y, w, h]`` (xywh, pixels), added with conf 1.
+        max_det: maximum detections per image.
+        nm: number of mask coefficients at the end of each row.
+
+    Returns:
+        list of B tensors (n_i, 6 + nm) ``[x1, y1, x2, y2, conf, cls, masks...]`` (xyxy, pixels), sorted by
+        decreasing conf, on the input's device and dtype. Rows with NaN/inf box or score are dropped.
+    """
+    _check_thresholds(conf_thres, iou_thres)
+    if isinstance(prediction, (list, tuple)):
+        prediction = prediction[0]
+    device = prediction.device
+    if device.type == "mps":  # several index ops used here are unsupported or slow on MPS
+        prediction = prediction.cpu()
+    nc = prediction.shape[2] - nm - 5
+    rows, image_index = _gather_rows(prediction, conf_thres, labels)
+    detections, image_index = _score_rows(rows, image_index, nc, conf_thres, multi_label and nc > 1)
+    if classes is not None:
+        wanted = torch.isin(detections[:, 5], torch.as_tensor(classes, dtype=detections.dtype, device=rows.device))
+        detections, image_index = detections[wanted], image_index[wanted]
+    counts = torch.bincount(image_index, minlength=prediction.shape[0]).tolist()
+    output = []
+    for image_detections in detections.split(counts):
+        kept = _suppress_image(image_detections, iou_thres, agnostic, max_det) if len(image_detections) else \
+            image_detections
+        output.append(kept.to(device))
+    return output

@@ -1,0 +1,269 @@
+"""Training options: the ``TrainOptions`` dataclass (upstream ``opt`` keys), hyperparameter loading and resume lookup.
+
+``train.py`` parses the command line into an ``argparse.Namespace`` (upstream's interface) and converts it here at
+once; library code only sees ``TrainOptions`` and a plain ``hyp`` dict. ``TrainOptions.to_dict()`` gives exactly the
+keys upstream writes to ``opt.yaml`` and ``ckpt['opt']`` (every CLI option, then ``save_dir``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import glob
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from utils.files import ROOT, check_file, check_yaml, increment_path, yaml_load
+from utils.logging import LOGGER, colorstr
+
+DEFAULT_CFG = "yolov5n.yaml"  # architecture trained when neither --weights nor --cfg is given
+DEFAULT_DATA = str(ROOT / "data" / "shapes.yaml")  # the built-in dataset, generated on first use
+DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
+DEFAULT_PROJECT = ROOT / "runs" / "train"
+EVOLVE_PROJECT = ROOT / "runs" / "evolve"
+RESUME_OVERRIDABLE = ("epochs", "device", "workers")  # options a user may change when resuming
+
+
+class TrainError(RuntimeError):
+    """A training run could not start or had to stop; the message says why and what to do."""
+
+
+class NothingToResumeError(TrainError):
+    """``--resume`` pointed at a finished (stripped) checkpoint or no checkpoint at all."""
+
+
+@dataclass
+class TrainOptions:
+    """Every ``train.py`` option with upstream's name and meaning (see ``python train.py --help``).
+
+    ``hyp`` is a path to a hyperparameter YAML or an already loaded dict (after setup it is the unscaled dict, as
+    upstream stores it in ``opt.yaml``). ``resume`` is False, True (newest ``last*.pt``) or a checkpoint path.
+    """
+
+    weights: str = ""
+    cfg: str = ""
+    data: Any = DEFAULT_DATA
+    hyp: Any = str(DEFAULT_HYP)
+    epochs: int = 30
+    batch_size: int = 16
+    imgsz: int = 320
+    rect: bool = False
+    resume: Union[bool, str] = False
+    nosave: bool = False
+    noval: bool = False
+    noautoanchor: bool = False
+    noplots: bool = False
+    evolve: Optional[int] = None
+    evolve_population: str = str(ROOT / "data" / "hyps")
+    resume_evolve: Optional[str] = None
+    bucket: str = ""
+    cache: Optional[str] = None
+    image_weights: bool = False
+    device: str = ""
+    multi_scale: bool = False
+    single_cls: bool = False
+    optimizer: str = "SGD"
+    sync_bn: bool = False
+    workers: int = 8
+    project: str = str(DEFAULT_PROJECT)
+    name: str = "exp"
+    exist_ok: bool = False
+    quad: bool = False
+    cos_lr: bool = False
+    label_smoothing: float = 0.0
+    patience: int = 100
+    freeze: list = field(default_factory=lambda: [0])
+    save_period: int = -1
+    seed: int = 0
+    local_rank: int = -1
+    entity: Optional[str] = None
+    upload_dataset: Union[bool, str] = False
+    bbox_interval: int = -1
+    artifact_alias: str = "latest"
+    save_dir: str = ""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """Return the option names in upstream's order."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict, strict: bool = True, source: str = "options") -> "TrainOptions":
+        """Build options from a dict; unknown keys raise (``strict``) or are dropped with one warning.
+
+        Raises:
+            TypeError: an unknown key when ``strict``, with the closest valid name suggested.
+        """
+        known = set(cls.field_names())
+        unknown = [k for k in values if k not in known]
+        if unknown and strict:
+            hints = [f"'{k}'" + _suggest(k, known) for k in unknown]
+            raise TypeError(f"unknown training option(s) {', '.join(hints)}; valid options: {', '.join(sorted(known))}")
+        if unknown:
+            LOGGER.warning(f"WARNING ⚠️ {source}: ignoring option(s) this version does not use: {', '.join(unknown)}")
+        options = cls(**{k: v for k, v in values.items() if k in known})
+        options.freeze = [int(x) for x in (options.freeze if isinstance(options.freeze, (list, tuple))
+                                           else [options.freeze])]
+        return options
+
+    @classmethod
+    def from_namespace(cls, namespace: argparse.Namespace) -> "TrainOptions":
+        """Convert the CLI namespace (``parse_opt()``'s result) into options."""
+        return cls.from_dict(vars(namespace))
+
+    def to_dict(self) -> dict:
+        """Return upstream's ``vars(opt)``: every option (paths as strings, ``hyp`` as given) plus ``save_dir``."""
+        return {k: _plain(v) for k, v in dataclasses.asdict(self).items()}
+
+    def to_namespace(self) -> argparse.Namespace:
+        """Return the options as the ``argparse.Namespace`` upstream's ``train.run()`` returns."""
+        return argparse.Namespace(**self.to_dict())
+
+
+def _plain(value: Any) -> Any:
+    """Return ``value`` with every ``Path`` (also inside dicts/lists) as a string, so YAML and pickles stay plain."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _suggest(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load_hyp(hyp: Union[str, Path, dict]) -> dict:
+    """Return a hyperparameter dict from a YAML path or dict, checked against the default file's keys.
+
+    Keys missing from ``hyp`` are filled from ``hyp.scratch-low.yaml`` with a warning; keys the default does not
+    know are kept (e.g. ``anchors``) unless they look like typos, which warn. Values must be numbers.
+
+    Raises:
+        ValueError: a value is not a number (the message names the file and key).
+    """
+    source = "hyp dict" if isinstance(hyp, dict) else str(hyp)
+    values = dict(hyp) if isinstance(hyp, dict) else yaml_load(check_yaml(hyp))
+    defaults = yaml_load(DEFAULT_HYP) if DEFAULT_HYP.is_file() else {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: hyperparameter '{key}' must be a number, got {value!r}")
+        if defaults and key not in defaults and key not in ("anchors", "label_smoothing"):
+            LOGGER.warning(f"WARNING ⚠️ {source}: unknown hyperparameter '{key}'{_suggest(key, defaults)}")
+    missing = [k for k in defaults if k not in values]
+    if missing:
+        LOGGER.warning(f"WARNING ⚠️ {source}: missing hyperparameter(s) {', '.join(missing)}, using the "
+                       f"defaults from {DEFAULT_HYP.name}")
+        values = {**{k: defaults[k] for k in missing}, **values}
+    return values
+
+
+def resolve_weights(weights: Union[str, Path]) -> str:
+    """Return the path of an existing ``--weights`` file ('' stays ''); a bare name is also looked up in ROOT.
+
+    Raises:
+        FileNotFoundError: the file does not exist; the message says nothing is downloaded and where to put it.
+    """
+    weights = str(weights or "").strip()
+    if not weights:
+        return ""
+    if weights.startswith(("http:/", "https:/")):
+        raise FileNotFoundError(f"--weights {weights} is a URL; this project never downloads at run time. Download "
+                                f"the file yourself and pass its local path.")
+    for candidate in (Path(weights), ROOT / weights):
+        if candidate.is_file():
+            return str(candidate)
+    raise FileNotFoundError(
+        f"--weights file '{weights}' not found. Nothing is downloaded at run time: put the file at "
+        f"{Path(weights).resolve()} (or {ROOT / Path(weights).name}) or pass its full path, or train from scratch "
+        f"with --weights '' --cfg {Path(weights).stem if weights.endswith('.pt') else 'yolov5n'}.yaml")
+
+
+def get_latest_run(search_dir: Union[str, Path] = ".") -> str:
+    """Return the most recently created ``last*.pt`` under ``search_dir`` (recursive), or '' if there is none."""
+    candidates = glob.glob(f"{search_dir}/**/last*.pt", recursive=True)
+    return max(candidates, key=os.path.getctime) if candidates else ""
+
+
+def _latest_resumable_checkpoint(options: TrainOptions) -> str:
+    project = Path(options.project)
+    search = [project] if project.resolve() != DEFAULT_PROJECT.resolve() else [ROOT / "runs", Path.cwd() / "runs"]
+    found = [f for f in (get_latest_run(d) for d in dict.fromkeys(search) if d.is_dir()) if f]
+    if not found:
+        raise NothingToResumeError(f"--resume: no last*.pt found under {', '.join(map(str, search))}. Pass the "
+                                   f"checkpoint explicitly: --resume path/to/weights/last.pt")
+    return max(found, key=os.path.getctime)
+
+
+def restore_resume_options(options: TrainOptions, overrides: Optional[dict] = None) -> TrainOptions:
+    """Return the options of the run being resumed, read from its ``opt.yaml`` (else from ``ckpt['opt']``).
+
+    ``weights`` becomes the checkpoint, ``cfg`` is cleared, ``resume`` is True and ``save_dir`` is the folder that
+    holds ``weights/last.pt``, so the run continues in place (same ``results.csv``). ``overrides`` may change only
+    :data:`RESUME_OVERRIDABLE` options (e.g. more ``epochs`` or another ``device``).
+
+    Raises:
+        NothingToResumeError: no checkpoint found. FileNotFoundError: the given checkpoint does not exist.
+    """
+    last = Path(options.resume if isinstance(options.resume, str) else _latest_resumable_checkpoint(options))
+    if not last.is_file():
+        raise FileNotFoundError(f"--resume {last}: checkpoint not found")
+    opt_yaml = last.parent.parent / "opt.yaml"
+    if opt_yaml.is_file():
+        saved, source = yaml_load(opt_yaml), str(opt_yaml)
+    else:
+        from utils.checkpoint import torch_safe_load
+
+        saved, source = dict(torch_safe_load(last).get("opt") or {}), f"{last} ['opt']"
+        if not saved:
+            raise TrainError(f"--resume {last}: neither {opt_yaml} nor the checkpoint's 'opt' entry holds the run's "
+                             f"options; start a new run with --weights {last} instead")
+    restored = TrainOptions.from_dict(saved, strict=False, source=source)
+    restored.cfg, restored.weights, restored.resume = "", str(last), True
+    restored.save_dir = str(last.parent.parent)
+    for key, value in (overrides or {}).items():
+        if key in RESUME_OVERRIDABLE:
+            LOGGER.info(f"{colorstr('resume:')} overriding {key}={getattr(restored, key)!r} with {value!r}")
+            setattr(restored, key, value)
+    LOGGER.info(f"{colorstr('resume:')} resuming training from {last}")
+    return restored
+
+
+def prepare_new_run(options: TrainOptions) -> TrainOptions:
+    """Check the files of a new run (data, cfg, hyp, weights) and choose its ``save_dir``; returns new options.
+
+    With neither ``weights`` nor ``cfg`` the run trains :data:`DEFAULT_CFG` from scratch. ``--evolve`` moves the
+    default project to ``runs/evolve`` and turns ``--resume`` into "continue in the same folder" (upstream).
+    """
+    opt = dataclasses.replace(options, freeze=list(options.freeze))
+    if isinstance(opt.data, (str, Path)):
+        opt.data = check_file(opt.data)
+    if isinstance(opt.hyp, (str, Path)):
+        opt.hyp = check_yaml(opt.hyp)
+    opt.weights = resolve_weights(opt.weights)
+    opt.project = str(opt.project)
+    if not opt.cfg and not opt.weights:
+        LOGGER.info(f"No --weights or --cfg given: training {DEFAULT_CFG} from scratch")
+        opt.cfg = DEFAULT_CFG
+    opt.cfg = check_yaml(opt.cfg) if opt.cfg else ""
+    if opt.evolve:
+        if Path(opt.project).resolve() == DEFAULT_PROJECT.resolve():
+            opt.project = str(EVOLVE_PROJECT)
+        opt.exist_ok, opt.resume = bool(opt.resume), False
+    if opt.name == "cfg":
+        opt.name = Path(opt.cfg).stem
+    opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+    return opt
+
+
+def explicit_overrides(options: TrainOptions, given: Optional[set] = None) -> dict:
+    """Return the :data:`RESUME_OVERRIDABLE` options that differ from their defaults (or were ``given``)."""
+    defaults = TrainOptions()
+    return {k: getattr(options, k) for k in RESUME_OVERRIDABLE
+            if (given is not None and k in given) or getattr(options, k) != getattr(defaults, k)}

@@ -1,0 +1,141 @@
+"""Validate a trained YOLOv5 detection model on a detection dataset (upstream-compatible CLI).
+
+Usage:
+    python val.py --weights yolov5s.pt --data coco128.yaml --img 640
+    python val.py --weights best.pt --data data.yaml --task test --verbose --save-json
+    python val.py --weights a.pt b.pt --task study      # mAP and speed over image sizes 256..1536
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+FILE = Path(__file__).resolve()
+ROOT = FILE.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils.callbacks import Callbacks
+from utils.files import atomic_write_bytes, check_yaml, increment_path
+from utils.logging import LOGGER, colorstr
+from utils.metrics import process_batch  # noqa: F401  (upstream exposes val.process_batch)
+from utils.val_outputs import plot_study, study_file_name
+from utils.validator import run as _run_validation
+
+STUDY_SIZES = tuple(range(256, 1536 + 128, 128))
+
+
+def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = None, batch_size: int = 32, imgsz: int = 640,
+        conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "",
+        workers: int = 8, single_cls: bool = False, augment: bool = False, verbose: bool = False,
+        save_txt: bool = False, save_hybrid: bool = False, save_conf: bool = False, save_json: bool = False,
+        project: Any = ROOT / "runs/val", name: str = "exp", exist_ok: bool = False, half: bool = True,
+        dnn: bool = False, model: Any = None, dataloader: Any = None, save_dir: Path = Path(""),
+        plots: bool = True, callbacks: Optional[Callbacks] = None, compute_loss: Any = None,
+        voc_ap: bool = False) -> tuple[tuple, np.ndarray, tuple[float, float, float]]:
+    """Validate and return ``((P, R, mAP50, mAP50-95, box, obj, cls losses), maps (nc,), (pre, inf, nms) ms/img)``.
+
+    Same arguments as upstream ``val.run`` plus ``voc_ap`` (VOC all-point AP instead of 101-point COCO AP).
+    """
+    return _run_validation(data, weights=weights, batch_size=batch_size, imgsz=imgsz, conf_thres=conf_thres,
+                           iou_thres=iou_thres, max_det=max_det, task=task, device=device, workers=workers,
+                           single_cls=single_cls, augment=augment, verbose=verbose, save_txt=save_txt,
+                           save_hybrid=save_hybrid, save_conf=save_conf, save_json=save_json, project=project,
+                           name=name, exist_ok=exist_ok, half=half, dnn=dnn, model=model, dataloader=dataloader,
+                           save_dir=save_dir, plots=plots, callbacks=callbacks, compute_loss=compute_loss,
+                           voc_ap=voc_ap)
+
+
+def parse_opt(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse val.py's command line (upstream flags plus ``--voc-ap``)."""
+    parser = argparse.ArgumentParser(description="Validate a YOLOv5 model on a dataset")
+    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="dataset.yaml path")
+    parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model path(s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
+    parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    parser.add_argument("--task", default="val", help="train, val, test, speed or study")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
+    parser.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
+    parser.add_argument("--augment", action="store_true", help="augmented inference")
+    parser.add_argument("--verbose", action="store_true", help="report mAP by class")
+    parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    parser.add_argument("--save-hybrid", action="store_true", help="save label+prediction hybrid results to *.txt")
+    parser.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    parser.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file")
+    parser.add_argument("--project", default=ROOT / "runs/val", help="save to project/name")
+    parser.add_argument("--name", default="exp", help="save to project/name")
+    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
+    parser.add_argument("--voc-ap", action="store_true", help="report VOC all-point AP instead of 101-point AP")
+    opt = parser.parse_args(argv)
+    opt.data = check_yaml(opt.data)
+    opt.save_json |= str(opt.data).endswith("coco.yaml")
+    opt.save_txt |= opt.save_hybrid
+    LOGGER.info(f"{colorstr('val: ')}" + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
+    return opt
+
+
+def main(opt: argparse.Namespace) -> None:
+    """Dispatch ``--task``: train/val/test validate once; speed times each model; study sweeps image sizes."""
+    if opt.task in ("train", "val", "test"):
+        if opt.conf_thres > 0.001:
+            LOGGER.info(f"WARNING ⚠️ confidence threshold {opt.conf_thres} > 0.001 produces invalid results")
+        if opt.save_hybrid:
+            LOGGER.info("WARNING ⚠️ --save-hybrid will return high mAP from hybrid labels, not from predictions alone")
+        run(**vars(opt))
+        return
+    import torch
+
+    weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
+    opt.half = torch.cuda.is_available() and opt.device != "cpu"
+    if opt.task == "speed":
+        opt.conf_thres, opt.iou_thres, opt.save_json = 0.25, 0.45, False
+        for opt.weights in weights:
+            run(**vars(opt), plots=False)
+    elif opt.task == "study":
+        run_study(opt, weights)
+    else:
+        raise ValueError(f"--task {opt.task} not in ('train', 'val', 'test', 'speed', 'study')")
+
+
+def run_study(opt: argparse.Namespace, weights: Sequence[Any], sizes: Sequence[int] = STUDY_SIZES) -> Path:
+    """Validate each model at every image size in ``sizes``; write study_*.txt, study.zip and study.png.
+
+    Files go to a new ``<project>/<name>`` folder (upstream writes them to the working directory). Each txt row is
+    ``P R mAP50 mAP50-95 box obj cls t_pre t_inf t_nms`` for one image size. Returns the folder.
+    """
+    out_dir = increment_path(Path(opt.project) / f"{opt.name}-study", exist_ok=opt.exist_ok, mkdir=True)
+    files = []
+    for w in weights:
+        file = out_dir / study_file_name(opt.data, w)
+        rows = []
+        for size in sizes:
+            LOGGER.info(f"\nRunning {file.name} --imgsz {size}...")
+            kwargs = {**vars(opt), "weights": w, "imgsz": size, "plots": False}
+            results, _, speeds = run(**kwargs)
+            rows.append(list(results) + list(speeds))
+        text = io.StringIO()
+        np.savetxt(text, rows, fmt="%10.4g")
+        atomic_write_bytes(file, text.getvalue().encode("utf-8"))
+        files.append(file)
+    with zipfile.ZipFile(out_dir / "study.zip", "w") as archive:
+        for file in files:
+            archive.write(file, file.name)
+    plot_study(files, sizes, out_dir / "study.png")
+    return out_dir
+
+
+if __name__ == "__main__":
+    main(parse_opt())
