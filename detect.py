@@ -35,6 +35,7 @@ from utils.inference_loaders import LoadImages, LoadScreenshots, LoadStreams, is
 from utils.logging import LOGGER, colorstr
 from utils.nms import non_max_suppression
 from utils.ops import check_img_size
+from utils.plots import Annotator, colors
 from utils.profiling import Profile
 from utils.torch_utils import select_device, smart_inference_mode
 
@@ -172,8 +173,6 @@ def describe(det: torch.Tensor, names: dict) -> str:
 
 def annotate(im0: np.ndarray, det: torch.Tensor, names: dict, opt: dict) -> np.ndarray:
     """Draw boxes (and ``name conf`` labels unless hidden) on a copy of a BGR image; return it."""
-    from utils.plots import Annotator, colors
-
     annotator = Annotator(im0.copy(), line_width=opt["line_thickness"], example=str(names))
     for *xyxy, conf, cls in reversed(det.tolist()):
         c = int(cls)

@@ -154,7 +154,8 @@ def run_exported(f: Path, im: torch.Tensor) -> torch.Tensor:
         dtype = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
         return torch.from_numpy(session.run(["output0"], {"images": im.cpu().numpy().astype(dtype)})[0])
     try:
-        module = torch.jit.load(str(f), map_location=im.device)
+        with _quiet_tracing():
+            module = torch.jit.load(str(f), map_location=im.device)
     except RuntimeError:  # an --optimize (lite interpreter) file
         from torch.jit.mobile import _load_for_lite_interpreter
 
@@ -248,8 +249,11 @@ def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = ROOT / "yolov5s.p
     if "onnx" in include:
         exported.append(export_onnx(model, im, file, opset, dynamic, simplify, metadata))
     model.to(device)
+    shapes = [im] + ([torch.zeros(*im.shape[:2], im.shape[2] + 2 * metadata["stride"], im.shape[3], device=device)]
+                     if dynamic else [])
     for f in exported:
-        verify_export(f, model, im)
+        for x in shapes if f.suffix == ".onnx" else shapes[:1]:
+            verify_export(f, model, x)
     _log_summary(exported, time.time() - t0)
     return [str(f) for f in exported]
 

@@ -32,7 +32,13 @@ DEFAULTS = TrainOptions()
 
 
 def parse_opt(known: bool = False) -> argparse.Namespace:
-    """Parse upstream's ``train.py`` flags; ``known=True`` ignores unknown arguments (as upstream's ``run()``)."""
+    """Parse upstream's ``train.py`` flags from ``sys.argv``; ``known=True`` ignores unknown arguments."""
+    parser = build_parser()
+    return parser.parse_known_args()[0] if known else parser.parse_args()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every upstream ``train.py`` flag (defaults: see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--weights", type=str, default=DEFAULTS.weights,
@@ -83,7 +89,7 @@ def parse_opt(known: bool = False) -> argparse.Namespace:
     p.add_argument("--upload_dataset", nargs="?", const=True, default=False, help='Upload data, "val" option')
     p.add_argument("--bbox_interval", type=int, default=-1, help="Set bounding-box image logging interval")
     p.add_argument("--artifact_alias", type=str, default="latest", help="Version of dataset artifact to use")
-    return p.parse_known_args()[0] if known else p.parse_args()
+    return p
 
 
 def _check_distributed(options: TrainOptions) -> None:
@@ -127,7 +133,7 @@ def run(**kwargs) -> argparse.Namespace:
     Keyword names are the CLI flags with '_' for '-'; unknown names raise TypeError (with a suggestion).
     Returns the options namespace (``opt.save_dir`` is the run folder).
     """
-    opt = parse_opt(True)
+    opt = build_parser().parse_args([])  # defaults only: the host program's own argv must not leak in
     TrainOptions.from_dict({**vars(opt), **kwargs})  # validates the keyword names
     for key, value in kwargs.items():
         setattr(opt, key, value)

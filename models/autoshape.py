@@ -24,6 +24,7 @@ from utils.files import increment_path
 from utils.logging import LOGGER, colorstr
 from utils.nms import non_max_suppression
 from utils.ops import make_divisible
+from utils.plots import Annotator, colors
 from utils.profiling import Profile
 from utils.torch_utils import copy_attr, smart_inference_mode
 
@@ -177,7 +178,7 @@ class Detections:
         gains = [torch.tensor([im.shape[1], im.shape[0], im.shape[1], im.shape[0], 1, 1], device=device)
                  for im in ims]
         self.xyxy = pred
-        self.xywh = [torch.cat((xyxy2xywh(x[:, :4]), x[:, 4:]), 1) for x in pred]
+        self.xywh = [xyxy2xywh(x) for x in pred]
         self.xyxyn = [x / g for x, g in zip(self.xyxy, gains)]
         self.xywhn = [x / g for x, g in zip(self.xywh, gains)]
         self.n = len(self.pred)
@@ -193,8 +194,6 @@ class Detections:
         return s + ", ".join(f"{n} {self.names[int(c)]}{'s' * (n > 1)}" for c, n in zip(classes, counts.tolist()))
 
     def _annotate(self, i: int, labels: bool) -> np.ndarray:
-        from utils.plots import Annotator, colors
-
         annotator = Annotator(np.ascontiguousarray(self.ims[i]).copy(), example=str(self.names))
         for *box, conf, cls in reversed(self.pred[i].tolist()):
             label = f"{self.names[int(cls)]} {conf:.2f}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -132,12 +133,14 @@ class DetectMultiBackend(nn.Module):
         model = attempt_load(weights, device=self.device, inplace=True, fuse=fuse)
         self.stride = max(int(model.stride.max()), 32)
         self.names = model.module.names if hasattr(model, "module") else model.names
-        self.model = model.half() if self.fp16 else model.float()
+        self.model = model.half() if self.fp16 else model
 
     def _load_torchscript(self, w: str) -> None:
         LOGGER.info(f"Loading {w} for TorchScript inference...")
         extra_files = {"config.txt": ""}
-        model = torch.jit.load(w, _extra_files=extra_files, map_location=self.device)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.load deprecation notice
+            model = torch.jit.load(w, _extra_files=extra_files, map_location=self.device)
         self.model = model.half() if self.fp16 else model.float()
         if extra_files["config.txt"]:
             meta = json.loads(extra_files["config.txt"], object_hook=_int_keys)

@@ -59,23 +59,39 @@ class Albumentations:
         return result["image"], new_labels.reshape(-1, 5)
 
 
+def random_hsv_gains(hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5) -> np.ndarray | None:
+    """Draw HSV gains ``U(-1, 1) * (hgain, sgain, vgain) + 1`` (3,) from ``numpy.random``; None if all gains are 0."""
+    if not (hgain or sgain or vgain):
+        return None
+    return np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
+
+
+def hsv_lut(gains: np.ndarray) -> np.ndarray:
+    """Return the (1, 256, 3) uint8 table for HSV gains: hue ``(x * g) % 180``, saturation/value clipped to 255."""
+    levels = np.arange(0, 256, dtype=np.float64)
+    lut = np.empty((1, 256, 3), dtype=np.uint8)
+    lut[0, :, 0] = ((levels * gains[0]) % 180).astype(np.uint8)
+    lut[0, :, 1] = np.clip(levels * gains[1], 0, 255).astype(np.uint8)
+    lut[0, :, 2] = np.clip(levels * gains[2], 0, 255).astype(np.uint8)
+    return lut
+
+
+def apply_hsv_lut(im: np.ndarray, lut: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Map a BGR uint8 image through an HSV table (see ``hsv_lut``); writes into ``out`` (may be ``im``) if given."""
+    im_hsv = cv2.cvtColor(im, cv2.COLOR_BGR2HSV)
+    cv2.LUT(im_hsv, lut, dst=im_hsv)
+    return cv2.cvtColor(im_hsv, cv2.COLOR_HSV2BGR, dst=out)
+
+
 def augment_hsv(im: np.ndarray, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5) -> np.ndarray:
     """Randomly scale hue, saturation and value of a BGR uint8 image **in place**; returns ``im``.
 
     Gains are ``r = U(-1, 1) * (hgain, sgain, vgain) + 1``. Hue uses OpenCV's 0-179 range and wraps modulo 180;
     saturation and value are clipped to 0-255. Implemented as one 3-channel lookup table on the HSV image.
     """
-    if not (hgain or sgain or vgain):
-        return im
-    gains = np.random.uniform(-1, 1, 3) * [hgain, sgain, vgain] + 1
-    levels = np.arange(0, 256, dtype=gains.dtype)
-    lut = np.empty((1, 256, 3), dtype=np.uint8)
-    lut[0, :, 0] = ((levels * gains[0]) % 180).astype(np.uint8)
-    lut[0, :, 1] = np.clip(levels * gains[1], 0, 255).astype(np.uint8)
-    lut[0, :, 2] = np.clip(levels * gains[2], 0, 255).astype(np.uint8)
-    im_hsv = cv2.cvtColor(im, cv2.COLOR_BGR2HSV)
-    cv2.LUT(im_hsv, lut, dst=im_hsv)
-    cv2.cvtColor(im_hsv, cv2.COLOR_HSV2BGR, dst=im)
+    gains = random_hsv_gains(hgain, sgain, vgain)
+    if gains is not None:
+        apply_hsv_lut(im, hsv_lut(gains), out=im)
     return im
 
 

@@ -17,7 +17,15 @@ import torch
 from torch.utils.data import Dataset, default_collate
 from tqdm import tqdm
 
-from utils.augmentations import Albumentations, augment_hsv, letterbox, mixup, random_flips, random_perspective
+from utils.augmentations import (
+    Albumentations,
+    augment_hsv,
+    letterbox,
+    mixup,
+    random_flips,
+    random_hsv_gains,
+    random_perspective,
+)
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.dataset_files import img2label_paths, list_image_files
 from utils.image_cache import (
@@ -226,18 +234,24 @@ class LoadImagesAndLabels(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, tuple | None]:
         index = self.indices[index]
         hyp = self.hyp
+        hsv_done = False
         if self.mosaic and random.random() < hyp["mosaic"]:
-            image, labels = load_mosaic(self, index)
+            # HSV is fused into the mosaic rendering unless Albumentations must run between the two
+            gains = None if self.albumentations.transform else random_hsv_gains(hyp["hsv_h"], hyp["hsv_s"],
+                                                                                hyp["hsv_v"])
+            hsv_done = self.albumentations.transform is None
+            image, labels = load_mosaic(self, index, gains)
             shapes = None
             if random.random() < hyp["mixup"]:
-                image, labels = mixup(image, labels, *load_mosaic(self, random.choice(self.indices)))
+                image, labels = mixup(image, labels, *load_mosaic(self, random.choice(self.indices), gains))
         else:
             image, labels, shapes = self._letterboxed(index)
         if len(labels):
             labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=image.shape[1], h=image.shape[0], clip=True, eps=1e-3)
         if self.augment:
             image, labels = self.albumentations(image, labels)
-            augment_hsv(image, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
+            if not hsv_done:
+                augment_hsv(image, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
             image, labels = random_flips(image, labels, hyp["flipud"], hyp["fliplr"])
         labels_out = torch.zeros((len(labels), 6))
         if len(labels):

@@ -5,10 +5,14 @@ unit (usually pixels).
 
 Two AP definitions live here:
 
-* ``ap_per_class``/``compute_ap``: upstream YOLOv5's (101-point interpolation of the precision envelope, integrated
-  with the trapezoid rule; perfect predictions score 0.995 because of the recall = 1 sentinel). It differs from
-  pycocotools, which averages the envelope sampled with ``searchsorted`` at 101 recall thresholds (perfect = 1.0)
-  and matches each detection to the best *unmatched* ground truth. Expect differences of about 0.01 in mAP50.
+* ``ap_per_class``/``compute_ap``: upstream YOLOv5's. Sentinels (recall 0, precision 1) and (recall 1, precision 0)
+  are added, the precision envelope is ``np.interp``-olated at 101 recall points and integrated with the trapezoid
+  rule. pycocotools instead averages the envelope sampled with ``searchsorted`` at 101 recall thresholds, scoring 0
+  beyond the maximum recall, and matches each detection to the best *unmatched* ground truth. Consequences:
+  perfect predictions give 0.995 here vs 1.0; with every object found mAP50 reads ~0.003 lower than pycocotools;
+  where recall never reaches 1, the interpolation adds a linear ramp from the last precision to 0 at recall 1, so
+  ours reads higher (about half of (1 - max recall) x final precision per class; +0.04..0.06 on synthetic sets
+  with 20% of objects missed). Report pycocotools figures for COCO.
 * ``voc_ap``/``ap_per_class_voc``/``match_detections_voc``: PASCAL VOC as in Padilla's object-detection-metrics
   toolkit (all-point or 11-point AP at IoU 0.5).
 

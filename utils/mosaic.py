@@ -3,9 +3,9 @@
 The reference construction pastes the resized images on a 2s x 2s canvas filled with 114 and warps the canvas to
 s x s with ``random_perspective``. When the drawn warp is axis-aligned (no rotation, shear or perspective; true
 for every stock hyp file) and copy-paste is inactive, ``load_mosaic`` skips the canvas: each decoded image is
-warped once, straight into its region of the output, with the resize, the canvas offset and the random
-scale/translation composed into one affine matrix. Labels are computed identically on both paths. Setting
-``dataset.direct_mosaic = False`` forces the reference path (used by tests and benchmarks).
+resampled once, straight into its part of the output (``utils.mosaic_direct``), and its labels follow the
+rendered pixels to within floating-point error. Setting ``dataset.direct_mosaic = False`` forces the reference
+path (used by tests and benchmarks).
 
 Both functions take the dataset (``LoadImagesAndLabels``) and return (image HWC BGR uint8 (s, s, 3),
 labels (n, 5) [cls, x1, y1, x2, y2] pixels).
@@ -13,15 +13,23 @@ labels (n, 5) [cls, x1, y1, x2, y2] pixels).
 
 from __future__ import annotations
 
-import math
 import random
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-from utils.augmentations import PAD_VALUE, copy_paste, random_affine_matrix, random_perspective, warp_labels
+from utils.augmentations import (
+    PAD_VALUE,
+    apply_hsv_lut,
+    copy_paste,
+    hsv_lut,
+    random_affine_matrix,
+    random_perspective,
+    warp_labels,
+)
 from utils.boxes import xyn2xy, xywhn2xyxy
+from utils.mosaic_direct import render_direct
 
 
 class Tile(NamedTuple):
@@ -52,21 +60,23 @@ def _place4(position: int, centre: tuple[int, int], size: tuple[int, int], s: in
     return (x1, y1, x2, y2), (offset_x, offset_y)
 
 
-def _tile_labels(dataset, tile: Tile) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Return the tile's labels (n, 5) [cls, x1, y1, x2, y2] and segments in canvas pixels."""
+def _tile_labels(dataset, tile: Tile, shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, list]:
+    """Return the tile's labels (n, 5) [cls, x1, y1, x2, y2] and segments in canvas pixels (moved by ``shift``)."""
     h, w = tile.size
-    labels = dataset.labels[tile.index].copy()
+    pad_x, pad_y = tile.offset[0] + shift[0], tile.offset[1] + shift[1]
+    labels = dataset.labels[tile.index].astype(np.float64)
     if labels.size:
-        labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, tile.offset[0], tile.offset[1])
-    segments = [xyn2xy(x, w, h, tile.offset[0], tile.offset[1]) for x in dataset.segments[tile.index]]
+        labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, pad_x, pad_y)
+    segments = [xyn2xy(x.astype(np.float64), w, h, pad_x, pad_y) for x in dataset.segments[tile.index]]
     return labels, segments
 
 
-def _gather_labels(dataset, tiles: list[Tile], limit: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Concatenate tile labels and clip boxes and segments to [0, limit] (the canvas size)."""
+def _gather_labels(dataset, tiles: list[Tile], limit: int,
+                   shifts: list | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Concatenate tile labels (each moved by its ``shifts`` entry) and clip boxes and segments to [0, limit]."""
     labels, segments = [], []
-    for tile in tiles:
-        tile_labels, tile_segments = _tile_labels(dataset, tile)
+    for tile, shift in zip(tiles, shifts or [(0.0, 0.0)] * len(tiles), strict=True):
+        tile_labels, tile_segments = _tile_labels(dataset, tile, shift)
         labels.append(tile_labels)
         segments.extend(tile_segments)
     all_labels = np.concatenate(labels, 0).astype(np.float64)
@@ -95,46 +105,16 @@ def is_axis_aligned(matrix: np.ndarray) -> bool:
     return matrix[0, 1] == 0 and matrix[1, 0] == 0 and matrix[2, 0] == 0 and matrix[2, 1] == 0
 
 
-def _output_span(start: int, stop: int, gain: float, shift: float, limit: int) -> tuple[int, int]:
-    """Output pixel range whose centres map into canvas pixels [start, stop) under u = gain * x + shift."""
-    first = math.ceil(gain * (start - 0.5) + shift)
-    last = math.ceil(gain * (stop - 0.5) + shift)
-    return min(max(first, 0), limit), min(max(last, 0), limit)
-
-
-def warp_tiles_direct(tiles: list[Tile], matrix: np.ndarray, out_size: int) -> np.ndarray:
-    """Render the mosaic canvas warped by an axis-aligned ``matrix`` without building the canvas.
-
-    Each tile image is sampled once (bilinear) with the composed map source -> resized -> canvas -> output,
-    written into the output rectangle covered by its canvas region; uncovered pixels stay 114.
-    """
-    out = np.full((out_size, out_size, 3), PAD_VALUE, dtype=np.uint8)
-    gain, shift_x, shift_y = matrix[0, 0], matrix[0, 2], matrix[1, 2]
-    for tile in tiles:
-        x1, y1, x2, y2 = tile.region
-        u0, u1 = _output_span(x1, x2, gain, shift_x, out_size)
-        v0, v1 = _output_span(y1, y2, gain, shift_y, out_size)
-        if u1 <= u0 or v1 <= v0:
-            continue
-        scale_x = tile.size[1] / tile.image.shape[1]  # source -> resized, as cv2.resize maps pixel centres
-        scale_y = tile.size[0] / tile.image.shape[0]
-        composed = np.array([
-            [gain * scale_x, 0.0, gain * (0.5 * scale_x - 0.5 + tile.offset[0]) + shift_x - u0],
-            [0.0, gain * scale_y, gain * (0.5 * scale_y - 0.5 + tile.offset[1]) + shift_y - v0]])
-        cv2.warpAffine(tile.image, composed, (u1 - u0, v1 - v0), dst=out[v0:v1, u0:u1],
-                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out
-
-
 def _perspective_kwargs(hyp: dict) -> dict:
     return {key: hyp[key] for key in ("degrees", "translate", "scale", "shear", "perspective")}
 
 
-def load_mosaic(dataset, index: int) -> tuple[np.ndarray, np.ndarray]:
+def load_mosaic(dataset, index: int, hsv_gains: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Build a 4-image mosaic around ``index`` (plus 3 random images), then copy-paste and random-warp it to s x s.
 
     The centre is drawn uniformly in [s/2, 3s/2] per axis, the four images are shuffled into the quadrants,
-    labels/segments are clipped to the 2s canvas, and the warp uses ``dataset.mosaic_border`` (-s/2).
+    labels/segments are clipped to the 2s canvas, and the warp uses ``dataset.mosaic_border`` (-s/2). With
+    ``hsv_gains`` (see ``augmentations.random_hsv_gains``) the HSV augmentation is applied here as well.
     """
     s, hyp = dataset.img_size, dataset.hyp
     yc, xc = (int(random.uniform(-border, 2 * s + border)) for border in dataset.mosaic_border)
@@ -145,16 +125,22 @@ def load_mosaic(dataset, index: int) -> tuple[np.ndarray, np.ndarray]:
         image, size = dataset.load_raw_image(i)
         region, offset = _place4(position, (xc, yc), size, s)
         tiles.append(Tile(i, image, size, region, offset))
-    labels, segments = _gather_labels(dataset, tiles, 2 * s)
-    if hyp["copy_paste"] and segments:
+    lut = hsv_lut(hsv_gains) if hsv_gains is not None else None
+    if hyp["copy_paste"] and any(len(dataset.segments[tile.index]) for tile in tiles):
+        labels, segments = _gather_labels(dataset, tiles, 2 * s)
         canvas, labels, segments = copy_paste(paste_tiles(tiles, 2 * s), labels, segments, p=hyp["copy_paste"])
-        return random_perspective(canvas, labels, segments, border=dataset.mosaic_border, **_perspective_kwargs(hyp))
+        image, labels = random_perspective(canvas, labels, segments, border=dataset.mosaic_border,
+                                           **_perspective_kwargs(hyp))
+        return (image if lut is None else apply_hsv_lut(image, lut, out=image)), labels
     out_shape = (2 * s + 2 * dataset.mosaic_border[0], 2 * s + 2 * dataset.mosaic_border[1])
     matrix, zoom = random_affine_matrix((2 * s, 2 * s), out_shape, **_perspective_kwargs(hyp))
+    shifts = None
     if getattr(dataset, "direct_mosaic", True) and is_axis_aligned(matrix) and out_shape[0] == out_shape[1]:
-        image = warp_tiles_direct(tiles, matrix, out_shape[0])
+        image, shifts = render_direct(tiles, matrix, out_shape[0], lut)
     else:
         image = _warp_canvas(paste_tiles(tiles, 2 * s), matrix, out_shape, bool(hyp["perspective"]))
+        image = image if lut is None else apply_hsv_lut(image, lut, out=image)
+    labels, segments = _gather_labels(dataset, tiles, 2 * s, shifts)
     return image, warp_labels(labels, segments, matrix, zoom, out_shape[1], out_shape[0], bool(hyp["perspective"]))
 
 

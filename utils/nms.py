@@ -20,7 +20,7 @@ vector, so outputs match upstream box for box.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Sequence, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 import torch
 
@@ -97,7 +97,7 @@ def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, b
     return order[positions]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _torchvision_nms() -> NmsFn | None:
     """Return ``torchvision.ops.nms`` if its compiled op loads and runs here, else None (checked once, lazily)."""
     try:
@@ -126,22 +126,26 @@ def _check_thresholds(conf_thres: float, iou_thres: float) -> None:
         raise AssertionError(f"Invalid IoU {iou_thres}, valid values are between 0.0 and 1.0")
 
 
-def _label_rows(labels: Sequence[torch.Tensor], width: int, prediction: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _label_rows(labels: Sequence[torch.Tensor], nc: int, prediction: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Turn apriori labels into prediction-like rows with objectness and class score 1.
 
     Args:
         labels: per image, (n_i, 5) ``[cls, x, y, w, h]`` (xywh, pixels); may be empty.
-        width: row width 5 + nc + nm.
-        prediction: the (B, N, width) head output, for dtype and device.
+        nc: number of classes; label classes must lie in [0, nc).
+        prediction: the (B, N, 5 + nc + nm) head output, for row width, dtype and device.
 
     Returns:
-        rows (L, width) and their image indices (L,), in image order.
+        rows (L, 5 + nc + nm) and their image indices (L,), in image order.
     """
-    rows, image_index = [], []
+    rows, image_index, width = [], [], prediction.shape[2]
     for index, image_labels in enumerate(labels):
         if image_labels is None or not len(image_labels):
             continue
         image_labels = torch.as_tensor(image_labels, dtype=prediction.dtype, device=prediction.device)
+        bad = (image_labels[:, 0] < 0) | (image_labels[:, 0] >= nc)
+        if bad.any():
+            raise ValueError(f"non_max_suppression: labels[{index}] has class {image_labels[bad, 0][0].item():g} "
+                             f"outside [0, {nc}) (rows are [cls, x, y, w, h])")
         row = torch.zeros((len(image_labels), width), dtype=prediction.dtype, device=prediction.device)
         row[:, :4] = image_labels[:, 1:5]
         row[:, 4] = 1.0
@@ -153,11 +157,13 @@ def _label_rows(labels: Sequence[torch.Tensor], width: int, prediction: torch.Te
     return torch.cat(rows), torch.cat(image_index)
 
 
-def _gather_rows(prediction: torch.Tensor, conf_thres: float, labels: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+def _gather_rows(prediction: torch.Tensor, conf_thres: float, labels: Sequence,
+                 nc: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Select rows with objectness > conf_thres for the whole batch, plus apriori label rows.
 
     Args:
         prediction: (B, N, 5 + nc + nm) head output, xywh pixels, obj at column 4.
+        conf_thres: objectness threshold. labels: see ``_label_rows``. nc: number of classes.
 
     Returns:
         rows (K, 5 + nc + nm) grouped by image (each image's candidates in anchor order, then its labels) and
@@ -168,7 +174,7 @@ def _gather_rows(prediction: torch.Tensor, conf_thres: float, labels: Sequence) 
     rows = prediction[candidate_mask]
     image_index = torch.arange(batch_size, device=prediction.device).repeat_interleave(candidate_mask.sum(1))
     if labels is not None and len(labels):
-        extra_rows, extra_index = _label_rows(labels, prediction.shape[2], prediction)
+        extra_rows, extra_index = _label_rows(labels, nc, prediction)
         if len(extra_rows):
             image_index = torch.cat((image_index, extra_index))
             order = image_index.argsort(stable=True)
@@ -176,72 +182,86 @@ def _gather_rows(prediction: torch.Tensor, conf_thres: float, labels: Sequence) 
     return rows, image_index
 
 
-def _score_rows(rows: torch.Tensor, image_index: torch.Tensor, nc: int, conf_thres: float,
-                multi_label: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn gathered rows into detections ``[x1, y1, x2, y2, conf, cls, masks...]`` with conf = cls x obj.
+class _Candidates(NamedTuple):
+    """Scored candidates of a batch; per-candidate fields are grouped by image.
 
-    Args:
-        rows: (K, 5 + nc + nm) gathered rows, xywh pixels.
-        image_index: (K,) image of each row.
-        nc: number of classes.
-        conf_thres: keep scores strictly above this.
-        multi_label: one detection per (row, class) pair above the threshold, in row-major order; otherwise one
-            per row with its best class.
+    boxes (K, 4) xyxy and masks (K, nm) are per gathered row; row (D,), cls (D,) int64, conf (D,) and image (D,)
+    are per candidate (one per row, or one per (row, class) pair in multi-label mode).
+    """
 
-    Returns:
-        detections (D, 6 + nm) grouped by image, and their image indices (D,). Detections with a non-finite box or
-        score are dropped.
+    boxes: torch.Tensor
+    masks: torch.Tensor
+    row: torch.Tensor
+    cls: torch.Tensor
+    conf: torch.Tensor
+    image: torch.Tensor
+
+
+def _score_rows(rows: torch.Tensor, image_index: torch.Tensor, nc: int, conf_thres: float, multi_label: bool,
+                classes: Sequence[int] | None) -> _Candidates:
+    """Score gathered rows (K, 5 + nc + nm) with conf = cls x obj and keep candidates above ``conf_thres``.
+
+    Multi-label mode yields one candidate per (row, class) pair above the threshold, in row-major order; otherwise
+    one per row with its best class. Candidates with a non-finite box or score, or outside ``classes``, are dropped.
     """
     scores = rows[:, 5:5 + nc] * rows[:, 4:5]
-    boxes, masks = xywh2xyxy(rows[:, :4]), rows[:, 5 + nc:]
+    boxes = xywh2xyxy(rows[:, :4])
     if multi_label:
-        row_index, class_index = (scores > conf_thres).nonzero(as_tuple=True)
-        conf = scores[row_index, class_index]
+        row, cls = (scores > conf_thres).nonzero(as_tuple=True)
+        conf = scores[row, cls]
     else:
-        conf, class_index = scores.max(1)
-        row_index = (conf > conf_thres).nonzero().flatten()
-        conf, class_index = conf[row_index], class_index[row_index]
-    detections = torch.cat((boxes[row_index], conf[:, None], class_index[:, None].to(rows.dtype), masks[row_index]), 1)
-    finite = torch.isfinite(detections[:, :5]).all(1)
-    return detections[finite], image_index[row_index][finite]
+        conf, cls = scores.max(1)
+        row = (conf > conf_thres).nonzero().flatten()
+        conf, cls = conf[row], cls[row]
+    keep = torch.isfinite(boxes).all(1)[row] & torch.isfinite(conf)
+    if classes is not None:
+        keep &= torch.isin(cls, torch.as_tensor(classes, device=cls.device).long())
+    row, cls, conf = row[keep], cls[keep], conf[keep]
+    return _Candidates(boxes, rows[:, 5 + nc:], row, cls, conf, image_index[row])
 
 
-def _class_offsets(boxes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Return float64 xyxy boxes (n, 4) shifted so boxes of different classes can never overlap.
+def _offset_boxes(boxes: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
+    """Return float64 xyxy boxes (n, 4), shifted per class (unless ``cls`` is None) so classes never overlap.
 
-    Shifts are multiples of the coordinate extent + 1 and are applied in float64, which holds float32 coordinates
-    plus the shift exactly, so IoUs within a class are unchanged.
+    Shifts are multiples of the coordinate extent + 1, applied in float64, which holds float32 coordinates plus
+    the shift exactly: IoUs within a class are unchanged (upstream's float32 ``cls * 7680`` shift is not exact).
     """
     boxes = boxes.double()
+    if cls is None or not len(boxes):
+        return boxes
     extent = (boxes.max() - boxes.min()).item() + 1.0
-    return boxes + classes.double()[:, None] * extent
+    return boxes + cls.double()[:, None] * extent
 
 
-def _suppress_sorted(boxes: torch.Tensor, iou_thres: float, max_det: int) -> torch.Tensor:
-    """Greedy NMS on boxes already sorted by decreasing confidence; returns kept positions (<= max_det,).
+def _suppress_sorted(boxes: torch.Tensor, cls: torch.Tensor | None, iou_thres: float, max_det: int) -> torch.Tensor:
+    """Greedy NMS on xyxy boxes (n, 4) sorted by decreasing confidence; returns kept positions (<= max_det,).
 
     Suppresses the shortest prefix that yields ``max_det`` survivors (growing it 4x at a time); by prefix
-    consistency this equals suppressing everything and keeping the first ``max_det``.
+    consistency this equals suppressing everything and keeping the first ``max_det``. ``cls`` (n,) separates
+    classes; None is class-agnostic.
     """
-    ranks = -torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)  # strictly decreasing: keeps order
     prefix = min(len(boxes), max(4 * max_det, 1024))
     while True:
-        keep = nms(boxes[:prefix], ranks[:prefix], iou_thres)
+        shifted = _offset_boxes(boxes[:prefix], None if cls is None else cls[:prefix])
+        ranks = -torch.arange(prefix, device=boxes.device, dtype=shifted.dtype)  # strictly decreasing: keeps order
+        keep = nms(shifted, ranks, iou_thres)
         if len(keep) >= max_det or prefix >= len(boxes):
             return keep[:max_det]
         prefix = min(len(boxes), prefix * 4)
 
 
-def _suppress_image(detections: torch.Tensor, iou_thres: float, agnostic: bool, max_det: int) -> torch.Tensor:
-    """Run per-class (or class-agnostic) NMS on one image's detections (n, 6 + nm); returns the kept rows.
+def _suppress_image(found: _Candidates, select: slice, iou_thres: float, agnostic: bool,
+                    max_det: int) -> torch.Tensor:
+    """Run NMS on one image's candidates ``found.*[select]``; returns (n, 6 + nm) detections.
 
-    Rows are sorted by decreasing confidence with upstream's (unstable) ``argsort``, so ties resolve identically,
-    and only the first ``MAX_NMS`` enter NMS. The output keeps that order and at most ``max_det`` rows.
+    Candidates are sorted by decreasing conf with upstream's (unstable) ``argsort`` of the same vector, so ties
+    resolve identically; only the first ``MAX_NMS`` enter NMS.
     """
-    order = detections[:, 4].argsort(descending=True)[:MAX_NMS]
-    detections = detections[order]
-    boxes = detections[:, :4].double() if agnostic else _class_offsets(detections[:, :4], detections[:, 5])
-    return detections[_suppress_sorted(boxes, iou_thres, max_det)]
+    row, cls, conf = found.row[select], found.cls[select], found.conf[select]
+    order = conf.argsort(descending=True)[:MAX_NMS]
+    kept = order[_suppress_sorted(found.boxes[row[order]], None if agnostic else cls[order], iou_thres, max_det)]
+    row = row[kept]
+    return torch.cat((found.boxes[row], conf[kept, None], cls[kept, None].to(conf.dtype), found.masks[row]), 1)
 
 
 def non_max_suppression(prediction: Union[torch.Tensor, Sequence[torch.Tensor]], conf_thres: float = 0.25,
@@ -261,7 +281,7 @@ def non_max_suppression(prediction: Union[torch.Tensor, Sequence[torch.Tensor]],
         multi_label: a box may yield one detection per class above ``conf_thres`` (ignored when nc == 1).
         labels: apriori labels per image, (n_i, 5) ``[cls, x, y, w, h]`` (xywh, pixels), added with conf 1.
         max_det: maximum detections per image.
-        nm: number of mask coefficients at the end of each row.
+        nm: number of mask coefficients at the end of each row (carried through unscaled).
 
     Returns:
         list of B tensors (n_i, 6 + nm) ``[x1, y1, x2, y2, conf, cls, masks...]`` (xyxy, pixels), sorted by
@@ -274,15 +294,13 @@ def non_max_suppression(prediction: Union[torch.Tensor, Sequence[torch.Tensor]],
     if device.type == "mps":  # several index ops used here are unsupported or slow on MPS
         prediction = prediction.cpu()
     nc = prediction.shape[2] - nm - 5
-    rows, image_index = _gather_rows(prediction, conf_thres, labels)
-    detections, image_index = _score_rows(rows, image_index, nc, conf_thres, multi_label and nc > 1)
-    if classes is not None:
-        wanted = torch.isin(detections[:, 5], torch.as_tensor(classes, dtype=detections.dtype, device=rows.device))
-        detections, image_index = detections[wanted], image_index[wanted]
-    counts = torch.bincount(image_index, minlength=prediction.shape[0]).tolist()
+    rows, image_index = _gather_rows(prediction, conf_thres, labels, nc)
+    found = _score_rows(rows, image_index, nc, conf_thres, multi_label and nc > 1, classes)
+    ends = torch.bincount(found.image, minlength=prediction.shape[0]).cumsum(0).tolist()
     output = []
-    for image_detections in detections.split(counts):
-        kept = _suppress_image(image_detections, iou_thres, agnostic, max_det) if len(image_detections) else \
-            image_detections
-        output.append(kept.to(device))
+    for start, end in zip([0] + ends[:-1], ends, strict=True):
+        if end > start:
+            output.append(_suppress_image(found, slice(start, end), iou_thres, agnostic, max_det).to(device))
+        else:
+            output.append(torch.zeros((0, 6 + nm), dtype=prediction.dtype, device=device))
     return output

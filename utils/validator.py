@@ -76,6 +76,8 @@ class Validator:
         self.opt = options or ValOptions()
         self.data, self.weights, self.dataloader = data, weights, dataloader
         self.save_dir, self.compute_loss = Path(save_dir), compute_loss
+        if self.opt.plots or self.opt.save_json or self.opt.save_txt:
+            (self.save_dir / "labels" if self.opt.save_txt else self.save_dir).mkdir(parents=True, exist_ok=True)
         self.callbacks = callbacks if callbacks is not None else Callbacks()
         self.training = model is not None
         self.iouv: torch.Tensor = torch.empty(0)
@@ -115,7 +117,7 @@ class Validator:
         from utils.dataset_yaml import check_dataset
 
         opt = self.opt
-        if not (self.training and isinstance(self.data, dict)):
+        if not (self.training and isinstance(self.data, dict) and "nc" in self.data):
             self.data = check_dataset(self.data)
         val_path = self.data.get("val")
         self.is_coco = isinstance(val_path, str) and val_path.endswith(f"coco{os.sep}val2017.txt")
@@ -207,6 +209,8 @@ class Validator:
     def _image(self, si: int, pred: torch.Tensor, labels: torch.Tensor, im: torch.Tensor, path: Path,
                shapes: Any) -> None:
         """Match one image's detections (n, 6) to its labels (m, 5) ``[cls, xywh px]``; record stats and outputs."""
+        if self.opt.single_cls:  # also when the dataloader was built without single_cls
+            labels = torch.cat((torch.zeros_like(labels[:, :1]), labels[:, 1:]), 1)
         nl, npr = labels.shape[0], pred.shape[0]
         shape0, ratio_pad = (shapes[0], shapes[1]) if shapes is not None else (im.shape[2:], None)
         correct = torch.zeros(npr, self.iouv.numel(), dtype=torch.bool, device=self.device)
@@ -313,8 +317,6 @@ def run(data: Union[str, Path, dict], weights: Any = None, batch_size: int = 32,
                          max_det=max_det, task=task, workers=workers, single_cls=single_cls, augment=augment,
                          verbose=verbose, save_txt=save_txt or save_hybrid, save_hybrid=save_hybrid,
                          save_conf=save_conf, save_json=save_json, half=half, plots=plots, voc_ap=voc_ap)
-    if options.save_txt and model is not None:
-        (Path(save_dir) / "labels").mkdir(parents=True, exist_ok=True)
     validator = Validator(data, weights, options, device=device, dnn=dnn, model=model, dataloader=dataloader,
                           save_dir=save_dir, callbacks=callbacks, compute_loss=compute_loss)
     return validator()

@@ -146,15 +146,16 @@ def test_autobalance_updates_balance():
     assert criterion.balance[1] == 1.0 and criterion.balance != [4.0, 1.0, 0.4]
 
 
-def test_missing_hyp_is_explained():
-    from models.yolo import DetectionModel
+def test_missing_hyp_is_explained_and_build_loss_hook(parity):
+    from copy import deepcopy
 
-    model = DetectionModel("yolov5n.yaml", nc=2)
+    model = deepcopy(parity[0])
+    del model.hyp
     with pytest.raises(AttributeError, match="model.hyp"):
         ComputeLoss(model)
     model.hyp = HYP
     criterion = build_loss(model)
-    assert type(criterion) is ComputeLoss and criterion.nc == 2 and criterion.nl == 3
+    assert type(criterion) is ComputeLoss and criterion.nc == 10 and criterion.nl == 3
 
     def make_loss(m):
         return "custom"

@@ -66,7 +66,7 @@ def random_prediction(batch=3, n=1500, nc=6, nm=0, seed=0, clusters=25):
 
 def assert_same(ours, reference):
     assert len(ours) == len(reference)
-    for a, b in zip(ours, reference):
+    for a, b in zip(ours, reference, strict=True):
         assert a.shape == b.shape
         assert torch.equal(a, b)
 
@@ -173,6 +173,12 @@ def test_apriori_labels_are_added_with_conf_one():
     assert far.tolist() == [[2995.0, 2995.0, 3005.0, 3005.0, 1.0, 4.0]]
 
 
+def test_apriori_label_with_bad_class_is_rejected():
+    labels = [torch.zeros((0, 5)), torch.tensor([[9.0, 10.0, 10.0, 5.0, 5.0]])]
+    with pytest.raises(ValueError, match=r"labels\[1\] has class 9 outside \[0, 6\)"):
+        non_max_suppression(random_prediction(batch=2), labels=labels)
+
+
 def test_mask_coefficients_are_carried():
     prediction = random_prediction(batch=2, nc=3, nm=4, seed=6)
     ours = non_max_suppression(prediction, 0.01, 0.5, nm=4)
@@ -228,6 +234,6 @@ def test_upstream_parity_fixture():
     fixture = torch.load(PARITY, weights_only=True)
     ours = non_max_suppression(fixture["infer"], conf_thres=0.001, iou_thres=0.6, max_det=300)
     assert len(ours) == len(fixture["nms"]) == 2
-    for a, b in zip(ours, fixture["nms"]):
+    for a, b in zip(ours, fixture["nms"], strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
