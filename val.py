@@ -13,7 +13,7 @@ import io
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -38,7 +38,7 @@ def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = None, batch_size:
         save_txt: bool = False, save_hybrid: bool = False, save_conf: bool = False, save_json: bool = False,
         project: Any = ROOT / "runs/val", name: str = "exp", exist_ok: bool = False, half: bool = True,
         dnn: bool = False, model: Any = None, dataloader: Any = None, save_dir: Path = Path(""),
-        plots: bool = True, callbacks: Optional[Callbacks] = None, compute_loss: Any = None,
+        plots: bool = True, callbacks: Callbacks | None = None, compute_loss: Any = None,
         voc_ap: bool = False) -> tuple[tuple, np.ndarray, tuple[float, float, float]]:
     """Validate and return ``((P, R, mAP50, mAP50-95, box, obj, cls losses), maps (nc,), (pre, inf, nms) ms/img)``.
 
@@ -53,7 +53,7 @@ def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = None, batch_size:
                            voc_ap=voc_ap)
 
 
-def parse_opt(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse val.py's command line (upstream flags plus ``--voc-ap``)."""
     parser = argparse.ArgumentParser(description="Validate a YOLOv5 model on a dataset")
     parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="dataset.yaml path")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
@@ -54,17 +55,39 @@ def make_images(folder: Path, count: int = 256, seed: int = 0) -> Path:
     return image_dir
 
 
-def measure(images: Path, imgsz: int, batches: int, workers: int, cache, hyp: dict, direct: bool = True) -> float:
-    """Return images/s over ``batches`` batches of 16 after 3 warm-up batches (workers already started)."""
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its live children (the loader workers)."""
+    import psutil
+
+    me = psutil.Process()
+    processes = [me, *me.children(recursive=True)]
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(images: Path, imgsz: int, batches: int, workers: int, cache, hyp: dict,
+            direct: bool = True) -> tuple[float, float]:
+    """Return (images/s wall clock, CPU ms per image over main + workers) for ``batches`` batches of 16.
+
+    Three warm-up batches run first (workers started). The CPU figure does not depend on other load on the
+    machine; ``workers * 1000 / cpu_ms`` is the rate the loader would reach with that many idle cores.
+    """
     loader, dataset = create_dataloader(str(images), imgsz, 16, 32, hyp=hyp, augment=True, cache=cache,
                                         workers=workers, shuffle=True, prefix="bench: ")
     dataset.direct_mosaic = direct
     iterator = iter(_forever(loader))
     for _ in range(3):
         next(iterator)
-    start = time.perf_counter()
+    cpu_start, start = _cpu_seconds(), time.perf_counter()
     seen = sum(len(next(iterator)[0]) for _ in range(batches))
-    return seen / (time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    return seen / wall, cpu * 1000 / seen
 
 
 def _forever(loader):
@@ -101,9 +124,13 @@ def main() -> None:
             cases.append(("640 px canvas path (reference)", 640, False, False))
         results = [(name, measure(images, size, args.batches, args.workers, cache, hyp, direct))
                    for name, size, cache, direct in cases]
-    print(f"\nmosaic training loader, batch 16, {args.workers} workers, 256 JPEGs ~320x400 px:")
-    for name, rate in results:
-        print(f"  {name:32s} {rate:7.1f} images/s")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nmosaic training loader, batch 16, {args.workers} workers, 256 JPEGs ~320x400 px "
+          f"({os.cpu_count()} CPUs, load average {load:.1f}):")
+    print(f"  {'setting':32s} {'images/s':>9s} {'CPU ms/image':>13s} {'CPU-bound images/s':>19s}")
+    for name, (rate, cpu_ms) in results:
+        bound = min(args.workers, os.cpu_count() or 1) * 1000 / cpu_ms
+        print(f"  {name:32s} {rate:9.1f} {cpu_ms:13.2f} {bound:19.1f}")
 
 
 if __name__ == "__main__":

@@ -52,8 +52,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from extensions.transfer import (apply_report, extract_state_dict, match_keys, normalize_source, raw_key_candidates,
-                                 read_weights)
+from extensions.transfer import (IGNORED_SUFFIXES, apply_report, extract_state_dict, match_keys, normalize_source,
+                                 raw_key_candidates, read_weights)
 from models.registry import BuildContext, add_module
 from utils.checkpoint import register_safe_globals
 from utils.logging import LOGGER
@@ -239,7 +239,8 @@ class TimmBackbone(nn.Module):
         """
         state = normalize_source(extract_state_dict(read_weights(path), str(path)))
         dst = self.body.state_dict()
-        report = match_keys(state, dst, {k: raw_key_candidates(k) for k in dst}, source=str(path))
+        candidates = {k: raw_key_candidates(k) for k in dst if not k.endswith(IGNORED_SUFFIXES)}
+        report = match_keys(state, dst, candidates, source=str(path))
         if report.num_transferred == 0:
             raise ValueError(f"{path}: no tensor matches timm model {self.model_name!r} (expected keys like "
                              f"{list(dst)[:2]}, file has {list(state)[:2]})")

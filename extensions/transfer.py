@@ -38,6 +38,7 @@ from utils.logging import LOGGER
 PREFIX_TOKENS = ("module", "model", "backbone", "encoder")
 CONTAINER_KEYS = ("backbone", "ema", "model", "state_dict_ema", "model_ema", "state_dict", "encoder")
 REASON_MISSING = "missing in source"
+IGNORED_SUFFIXES = ("num_batches_tracked",)  # BN step counters: not weights, and any file "matches" them
 
 
 @dataclass
@@ -46,7 +47,8 @@ class TransferReport:
 
     Attributes:
         source: where the tensors came from (a path or ``'<state dict>'``).
-        total: number of destination backbone tensors (parameters and persistent buffers).
+        total: number of destination backbone tensors (parameters and persistent buffers; BatchNorm
+            ``num_batches_tracked`` counters are not weights and are neither counted nor copied).
         transferred: destination keys that received a source tensor, in state-dict order.
         skipped: destination key -> reason (``'missing in source'`` or ``'shape mismatch src (..) vs dst (..)'``).
         source_keys: destination key -> the (normalised) source key it was copied from.
@@ -128,6 +130,8 @@ def backbone_candidates(model: nn.Module, backbone_layers: int) -> dict[str, lis
     layers = model.model
     candidates: dict[str, list[str]] = {}
     for key in model.state_dict():
+        if key.endswith(IGNORED_SUFFIXES):
+            continue
         parts = key.split(".", 2)
         if len(parts) < 3 or parts[0] != "model" or not parts[1].isdigit() or int(parts[1]) >= backbone_layers:
             continue

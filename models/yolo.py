@@ -18,15 +18,20 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn as nn
 
-if __name__ == "__main__":  # allow `python models/yolo.py` from anywhere
+if __name__ == "__main__":  # `python models/yolo.py ...` from any cwd: run the CLI of the importable module, so
+    # the classes are models.yolo.* (not __main__.*) and register only once
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from models.yolo import main, parse_opt
+
+    main(parse_opt())
+    raise SystemExit(0)
 
 from models.builder import build_model
 from models.common import Conv, DWConv, Proto
 from models.registry import add_module
 from utils.files import check_yaml, yaml_load
 from utils.logging import LOGGER
-from utils.torch_utils import fuse_conv_and_bn, initialize_weights, model_info, profile_layers, scale_img
+from utils.torch_utils import fuse_conv_and_bn, initialize_weights, layer_flops, model_info, scale_img, time_sync
 
 
 class Detect(nn.Module):
@@ -86,7 +91,8 @@ class Detect(nn.Module):
 
     def _apply_to_tensors(self, fn) -> None:
         """Apply a tensor function (``.to``, ``.half`` ...) to the non-buffer tensors this head keeps."""
-        self.stride = fn(self.stride)
+        if self.stride is not None:
+            self.stride = fn(self.stride)
         self.grid = list(map(fn, self.grid))
         if isinstance(self.anchor_grid, list):
             self.anchor_grid = list(map(fn, self.anchor_grid))
@@ -148,17 +154,33 @@ class BaseModel(nn.Module):
         return self._forward_once(x, profile, visualize)
 
     def _forward_once(self, x: torch.Tensor, profile: bool = False, visualize: Any = False):
-        y = []
+        y, times = [], []
         for m in self.model:
             if m.f != -1:
                 x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            if profile:
+                self._profile_one_layer(m, x, times)
             x = m(x)
             y.append(x if m.i in self.save else None)
             if visualize:
                 from utils.plots_features import feature_visualization
 
                 feature_visualization(x, m.type, m.i, save_dir=visualize)
+        if profile:
+            LOGGER.info(f"{sum(times):10.2f} {'-':>10s} {'-':>10s}  Total")
         return x
+
+    def _profile_one_layer(self, m: nn.Module, x: Any, times: list[float], runs: int = 10) -> None:
+        """Log one layer's mean time (ms over ``runs``), GFLOPs and parameter count (``--line-profile``)."""
+        copy_input = isinstance(x, list)  # heads write into their input list
+        flops = layer_flops(m, x.copy() if copy_input else x)
+        t0 = time_sync()
+        for _ in range(runs):
+            m(x.copy() if copy_input else x)
+        times.append((time_sync() - t0) * 1000 / runs)
+        if m is self.model[0]:
+            LOGGER.info(f"{'time (ms)':>10s} {'GFLOPs':>10s} {'params':>10s}  module")
+        LOGGER.info(f"{times[-1]:10.2f} {flops:10.2f} {m.np:10.0f}  {m.type}")
 
     def fuse(self) -> "BaseModel":
         """Fold every Conv's BatchNorm into its convolution (in place) for faster inference."""
@@ -286,16 +308,16 @@ class ClassificationModel(BaseModel):
     def _from_detection_model(self, model: nn.Module, nc: int = 1000, cutoff: int = 10) -> None:
         from models.common import Classify
 
-        model = getattr(model, "model", model)
-        model.model = model.model[:cutoff] if hasattr(model, "model") else model[:cutoff]
-        layers = model.model if hasattr(model, "model") else model
-        last = layers[-1]
+        while not isinstance(getattr(model, "model", None), nn.Sequential) and hasattr(model, "model"):
+            model = model.model  # unwrap DetectMultiBackend-style wrappers down to the DetectionModel
+        model.model = model.model[:cutoff]
+        last = model.model[-1]
         c1 = last.conv.in_channels if hasattr(last, "conv") else last.cv1.conv.in_channels
         head = Classify(c1, nc)
         head.i, head.f, head.type = last.i, last.f, "models.common.Classify"
-        layers[-1] = head
-        self.model = layers
-        self.stride = getattr(model, "stride", torch.tensor([32.0]))
+        model.model[-1] = head
+        self.model = model.model
+        self.stride = model.stride
         self.save = []
         self.nc = nc
 
@@ -314,6 +336,7 @@ def parse_opt(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Build a model from a YAML and print its summary.")
     parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
     parser.add_argument("--batch-size", type=int, default=1, help="total batch size for all GPUs")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="profiling image size (pixels)")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--profile", action="store_true", help="profile model speed")
     parser.add_argument("--line-profile", action="store_true", help="profile model speed layer by layer")
@@ -322,30 +345,21 @@ def parse_opt(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def main(opt: argparse.Namespace) -> None:
-    from utils.torch_utils import select_device
+    """Build ``--cfg`` (summary and layer table are logged), then profile it or test all YAMLs as asked."""
+    from utils.torch_utils import profile, select_device
 
     device = select_device(opt.device)
-    im = torch.rand(opt.batch_size, 3, 640, 640).to(device)
     if opt.test:
         for cfg in sorted(Path(__file__).parent.rglob("yolo*.yaml")):
             DetectionModel(cfg)
         return
     model = DetectionModel(check_yaml(opt.cfg)).to(device)
+    im = torch.rand(opt.batch_size, 3, opt.imgsz, opt.imgsz, device=device)
     if opt.line_profile:
-        model.eval()
-        LOGGER.info(f"{'GFLOPs':>10}{'ms':>10}  module")
-        for t, flops, ms in profile_layers(model, im):
-            LOGGER.info(f"{flops:10.2f}{ms:10.2f}  {t}")
+        model(im, profile=True)
     elif opt.profile:
-        from utils.torch_utils import time_sync
-
-        model.eval()
-        with torch.inference_mode():
-            model(im)
-            t0 = time_sync()
-            model(im)
-        LOGGER.info(f"forward {(time_sync() - t0) * 1000:.1f} ms at {tuple(im.shape)}")
+        profile(input=im, ops=[model], n=3)
+    else:
+        model.fuse()
 
 
-if __name__ == "__main__":
-    main(parse_opt())

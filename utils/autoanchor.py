@@ -11,7 +11,7 @@ state, so a run seeded with ``init_seeds`` is reproducible too.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -26,11 +26,11 @@ BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 MUTATION_PROB, MUTATION_SIGMA = 0.9, 0.1
 
 
-def _default_rng(rng: Optional[np.random.Generator]) -> np.random.Generator:
+def _default_rng(rng: np.random.Generator | None) -> np.random.Generator:
     return rng if rng is not None else np.random.default_rng(np.random.randint(0, 2**31 - 1))
 
 
-def label_wh(dataset: Any, img_size: int, scale: Optional[np.ndarray] = None) -> np.ndarray:
+def label_wh(dataset: Any, img_size: int, scale: np.ndarray | None = None) -> np.ndarray:
     """Return (m, 2) label ``[w, h]`` in pixels after resizing each image's long side to ``img_size``.
 
     Args:
@@ -56,7 +56,7 @@ def anchor_metric(anchors: torch.Tensor, wh: torch.Tensor) -> tuple[torch.Tensor
 
 
 def check_anchors(dataset: Any, model: nn.Module, thr: float = 4.0, imgsz: int = 640,
-                  rng: Optional[np.random.Generator] = None) -> float:
+                  rng: np.random.Generator | None = None) -> float:
     """Log anchors/target and Best Possible Recall; if BPR <= 0.98, evolve anchors and keep them if BPR improves.
 
     The head's anchors (grid units) are replaced in place when new ones are better. Returns the final BPR.
@@ -149,7 +149,7 @@ def _summary(k: np.ndarray, wh: torch.Tensor, thr: float, img_size: int) -> str:
 
 def kmean_anchors(dataset: Union[str, Any] = "./data/coco128.yaml", n: int = 9, img_size: int = 640,
                   thr: float = 4.0, gen: int = 1000, verbose: bool = True,
-                  rng: Optional[np.random.Generator] = None) -> np.ndarray:
+                  rng: np.random.Generator | None = None) -> np.ndarray:
     """Return (n, 2) float32 anchors ``[w, h]`` in pixels, sorted by area, evolved to fit the dataset's boxes.
 
     k-means on whitened label sizes gives the start; a genetic algorithm then mutates all anchors ``gen`` times

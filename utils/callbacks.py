@@ -7,7 +7,7 @@ A callback that raises is isolated: one warning is logged per failing callback (
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from utils.logging import LOGGER
 
@@ -46,7 +46,7 @@ class Callbacks:
         self.stop_training = False
         self._warned: set[tuple[str, str]] = set()
 
-    def register_action(self, hook: str, name: str = "", callback: Optional[Callable[..., Any]] = None) -> None:
+    def register_action(self, hook: str, name: str = "", callback: Callable[..., Any] | None = None) -> None:
         """Register ``callback`` under ``hook`` with an optional ``name`` (shown in failure warnings).
 
         Raises:
@@ -59,7 +59,7 @@ class Callbacks:
             raise TypeError(f"callback for hook '{hook}' ('{name}') must be callable, got {type(callback).__name__}")
         self._callbacks[hook].append({"name": name, "callback": callback})
 
-    def get_registered_actions(self, hook: Optional[str] = None) -> Any:
+    def get_registered_actions(self, hook: str | None = None) -> Any:
         """Return the actions of ``hook`` (list of ``{'name', 'callback'}``), or the whole hook dict if None."""
         return self._callbacks[hook] if hook else self._callbacks
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import inspect
 import io
 import pathlib
 import pickle
@@ -72,21 +73,59 @@ def _numpy_globals() -> list[Any]:
     return out
 
 
-def _project_model_classes() -> list[type]:
+def _project_modules() -> tuple:
     import models.common as common
     import models.experimental as experimental
     import models.yolo as yolo
+
+    return common, yolo, experimental
+
+
+def _project_model_classes() -> list[type]:
     from models.registry import _REGISTRY
 
     classes = {spec.cls for spec in _REGISTRY.values() if isinstance(spec.cls, type)}
-    for module in (common, yolo, experimental):
+    for module in _project_modules():
         classes.update(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, nn.Module))
-    return sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+    return sorted(classes, key=_global_name)
+
+
+def _legacy_aliases() -> list[tuple[type, str]]:
+    """Return ``(class, 'module.Name')`` for names under which older checkpoints pickled our classes.
+
+    Examples: ``models.yolo.Model`` (v6.1 and older; now an alias of DetectionModel) and classes that lived in
+    ``models.experimental`` before moving to ``models.common`` (``models.experimental.GhostConv`` ...).
+    """
+    aliases = []
+    for module in _project_modules():
+        for name, value in vars(module).items():
+            alias = f"{module.__name__}.{name}"
+            if isinstance(value, type) and issubclass(value, nn.Module) and alias != _global_name(value):
+                aliases.append((value, alias))
+    return aliases
+
+
+_REFUSED_GETATTR = "refused while unpickling:"
+
+
+def _restricted_getattr(obj: Any, name: str) -> Any:
+    """Stand-in for ``builtins.getattr`` while unpickling: only resolves methods of allowed model classes.
+
+    Pickle (protocol 2) stores a reference to a class's function, such as ``Segment.detect = Detect.forward``,
+    as ``getattr(Detect, 'forward')``. Any other use is refused, so a file cannot reach arbitrary objects.
+    """
+    allowed = obj in set(_project_model_classes()) and isinstance(name, str) and not name.startswith("_")
+    value = getattr(obj, name, None) if allowed else None
+    if not inspect.isfunction(value):
+        raise UnsafeCheckpointError(f"{_REFUSED_GETATTR} getattr({_global_name(obj)}, {name!r}): only public methods "
+                                    f"of the model classes may be referenced")
+    return value
 
 
 def safe_globals() -> list[Any]:
-    """Return the full allow-list used by :func:`torch_safe_load`."""
-    return [*_project_model_classes(), *_TORCH_NN_LAYERS, *_PLUMBING, *_numpy_globals(), *_extra_safe]
+    """Return the full allow-list used by :func:`torch_safe_load` (objects and ``(object, 'module.name')`` pairs)."""
+    return [*_project_model_classes(), *_legacy_aliases(), (_restricted_getattr, "builtins.getattr"),
+            *_TORCH_NN_LAYERS, *_PLUMBING, *_numpy_globals(), *_extra_safe]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -94,6 +133,9 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
 
 def _global_name(obj: Any) -> str:
+    """Return ``'module.QualName'`` of a class or function (the name a pickle refers to it by)."""
+    if isinstance(obj, tuple):
+        return obj[1]
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', getattr(obj, '__name__', obj))}"
 
 
@@ -115,6 +157,9 @@ def torch_safe_load(file: PathLike, map_location: Any = "cpu") -> Any:
             return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         offending = _offending_globals(file, allowed)
+        if _REFUSED_GETATTR in str(e):
+            detail = str(e)[str(e).index(_REFUSED_GETATTR):].splitlines()[0]
+            raise UnsafeCheckpointError(f"{file}: {detail}. Nothing from the file was executed.") from None
         if offending:
             raise UnsafeCheckpointError(
                 f"{file}: refused to load, it references non-allowed global(s) {', '.join(offending)}. Nothing from "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -51,10 +51,10 @@ def predictions_to_coco(predn: torch.Tensor, path: Union[str, Path], class_map: 
     classes = predn[:, 5].detach().cpu().long().tolist()
     image_id = image_id_from_path(path)
     return [{"image_id": image_id, "category_id": class_map[c], "bbox": b, "score": s}
-            for c, b, s in zip(classes, boxes, scores)]
+            for c, b, s in zip(classes, boxes, scores, strict=True)]
 
 
-def find_annotations(data: dict) -> Optional[Path]:
+def find_annotations(data: dict) -> Path | None:
     """Return the COCO annotations JSON for a dataset dict, or None.
 
     Looks at, in order: a ``coco_annotations`` / ``annotations`` key of the data YAML (relative to its ``path``),
@@ -77,7 +77,7 @@ def save_predictions_json(jdict: list[dict], file: Union[str, Path]) -> None:
 
 
 def score_with_pycocotools(anno_json: Union[str, Path], pred_json: Union[str, Path],
-                           image_ids: Optional[Sequence[Union[int, str]]] = None) -> Optional[tuple[float, float]]:
+                           image_ids: Sequence[Union[int, str]] | None = None) -> tuple[float, float] | None:
     """Return ``(mAP50-95, mAP50)`` from pycocotools' bbox evaluation, or None if it cannot run (logged).
 
     Args:

@@ -9,9 +9,11 @@ size are read from ``torch.distributed`` when called, never from import-time glo
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import os
 import random
+import sys
 from typing import Iterator
 
 import cv2
@@ -32,6 +34,7 @@ __all__ = ["create_dataloader", "InfiniteDataLoader", "SmartDistributedSampler",
            "LoadImagesAndLabels", "img2label_paths", "IMG_FORMATS", "VID_FORMATS", "torch_distributed_zero_first"]
 
 GENERATOR_SEED_BASE = 6148914691236517205  # 0x5555555555555555, as upstream
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameter ids
 
 
 def _dist_rank_world() -> tuple[int, int]:
@@ -59,10 +62,28 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
+def _keep_large_buffers_in_heap() -> None:
+    """glibc only: serve the worker's repeated ~1-20 MB image buffers from its heap instead of fresh mmaps.
+
+    By default glibc maps each large array anew and returns it on free, so every sample page-faults its buffers
+    (about a third of the per-sample CPU time at 640 px). Raising the mmap and trim thresholds keeps up to 64 MB
+    of freed memory for reuse. Called only inside loader worker processes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 16 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _init_worker(worker_id: int) -> None:
-    """Worker start-up: seed, and stop OpenCV spawning its own threads inside each worker process."""
+    """Worker start-up: seed, stop OpenCV spawning threads inside each worker, keep large buffers in the heap."""
     seed_worker(worker_id)
     cv2.setNumThreads(0)
+    _keep_large_buffers_in_heap()
 
 
 class _RepeatSampler:

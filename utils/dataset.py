@@ -127,6 +127,7 @@ class LoadImagesAndLabels(Dataset):
         self.im_hw0: list = [None] * self.n
         self.im_hw: list = [None] * self.n
         self.npy_files = [Path(f).with_suffix(".npy") for f in self.im_files]
+        self.cache_disk = cache_images == "disk"
         self._cache_images(cache_images, prefix)
 
     def _set_records(self, records: list, cache_path: Path, prefix: str) -> None:
@@ -198,25 +199,44 @@ class LoadImagesAndLabels(Dataset):
     def __len__(self) -> int:
         return len(self.im_files)
 
+    def _decode(self, i: int, reduction: int = 1) -> np.ndarray:
+        """Read image ``i`` from its ``.npy`` disk cache (with ``--cache disk``) or decode it (optionally reduced)."""
+        if self.cache_disk:
+            image = load_fresh_npy(self.im_files[i])
+            if image is not None:
+                return image
+        return read_image(self.im_files[i], reduction)
+
     def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
         """Return (image BGR resized so the long side is ``img_size``, (h0, w0) original, (h, w) resized)."""
         if self.ims[i] is not None:
             return self.ims[i], self.im_hw0[i], self.im_hw[i]
-        image = load_fresh_npy(self.im_files[i])
-        if image is None:
-            image = read_image(self.im_files[i])
+        image = self._decode(i)
         h0, w0 = image.shape[:2]
         image = resize_long_side(image, self.img_size, self.augment)
         return image, (h0, w0), image.shape[:2]
 
-    def load_raw_image(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:
-        """Return (image as stored: RAM-cached resized or decoded original, (h, w) it must be resized to)."""
+    def resized_size(self, i: int) -> tuple[int, int]:
+        """(h, w) of image ``i`` after ``load_image``, from the cached original shape (no decoding)."""
+        if self.im_hw[i] is not None:
+            return self.im_hw[i]
+        width, height = (int(v) for v in self.shapes[i])
+        return resized_shape(height, width, self.img_size)
+
+    def load_raw_image(self, i: int, reduction: int = 1) -> tuple[np.ndarray, tuple[float, float]]:
+        """Return (image as stored, (sx, sy) factors mapping its pixels to the ``resized_size`` grid).
+
+        The image is the RAM-cached resized array (factors 1), or the decoded original, optionally decoded at
+        1/``reduction`` size (JPEG DCT scaling) where the factors include the reduction.
+        """
         if self.ims[i] is not None:
-            return self.ims[i], self.im_hw[i]
-        image = load_fresh_npy(self.im_files[i])
-        if image is None:
-            image = read_image(self.im_files[i])
-        return image, resized_shape(image.shape[0], image.shape[1], self.img_size)
+            return self.ims[i], (1.0, 1.0)
+        image = self._decode(i, reduction)
+        h, w = self.resized_size(i)
+        width, height = (int(v) for v in self.shapes[i])
+        if reduction > 1 and image.shape[:2] == (-(-height // reduction), -(-width // reduction)):
+            return image, (reduction * w / width, reduction * h / height)  # DCT-scaled: pixel i = block [fi, fi + f)
+        return image, (w / image.shape[1], h / image.shape[0])
 
     def _letterboxed(self, index: int) -> tuple[np.ndarray, np.ndarray, tuple]:
         """Letterboxed image, pixel xyxy labels (n, 5) and ``shapes`` for a non-mosaic sample."""

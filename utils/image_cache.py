@@ -16,13 +16,19 @@ from utils.logging import LOGGER
 GIB = 1 << 30
 
 
-def read_image(im_file: str) -> np.ndarray:
+REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def read_image(im_file: str, reduction: int = 1) -> np.ndarray:
     """Decode an image file to a uint8 HWC BGR array (EXIF orientation applied, truncated JPEGs decoded in part).
+
+    ``reduction`` 2, 4 or 8 decodes at that fraction of the size (JPEG DCT scaling: ``ceil(side / reduction)``).
 
     Raises:
         FileNotFoundError: the file is missing or cannot be decoded.
     """
-    image = cv2.imread(im_file)
+    image = cv2.imread(im_file, REDUCED_FLAGS[reduction])
     if image is None:
         raise FileNotFoundError(f"Image Not Found or unreadable: {im_file}")
     return image

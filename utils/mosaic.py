@@ -35,16 +35,18 @@ from utils.mosaic_direct import render_direct
 class Tile(NamedTuple):
     """One image placed on the mosaic canvas.
 
-    ``image`` is the loaded array (original resolution, or already resized when RAM-cached) and ``size`` (h, w)
-    its resized size; ``region`` = (x1, y1, x2, y2) is the visible part on the canvas and ``offset`` = (padw,
-    padh) the canvas position of the resized image's top-left corner.
+    ``size`` (h, w) is the image's size after ``load_image`` (long side = img_size); ``region`` = (x1, y1, x2, y2)
+    is the visible part on the canvas and ``offset`` = (padw, padh) the canvas position of the resized image's
+    top-left corner. ``image`` is the loaded array (None until loaded): the decoded original (possibly decoded
+    at a reduced size) or the RAM-cached resized image; ``scale`` = (sx, sy) maps its pixels onto the resized grid.
     """
 
     index: int
-    image: np.ndarray
     size: tuple[int, int]
     region: tuple[int, int, int, int]
     offset: tuple[int, int]
+    image: np.ndarray | None = None
+    scale: tuple[float, float] = (1.0, 1.0)
 
 
 def _place4(position: int, centre: tuple[int, int], size: tuple[int, int], s: int) -> tuple[tuple, tuple]:
@@ -109,6 +111,33 @@ def _perspective_kwargs(hyp: dict) -> dict:
     return {key: hyp[key] for key in ("degrees", "translate", "scale", "shear", "perspective")}
 
 
+def _load(dataset, tile: Tile, reduction: int = 1) -> Tile:
+    image, scale = dataset.load_raw_image(tile.index, reduction)
+    return tile._replace(image=image, scale=scale)
+
+
+def _reduction(dataset, tile: Tile, gain: float) -> int:
+    """Largest JPEG decode reduction (1, 2, 4, 8) that still gives at least one source pixel per output pixel."""
+    if dataset.ims[tile.index] is not None or dataset.cache_disk:
+        return 1
+    per_output = gain * tile.size[1] / float(dataset.shapes[tile.index][0])  # output px per original px
+    return next((f for f in (8, 4, 2) if per_output * f <= 1.0), 1)
+
+
+def _layout4(dataset, index: int) -> list[Tile]:
+    """Draw the mosaic centre and the 3 extra images (python ``random``) and place the 4 tiles (not loaded)."""
+    s = dataset.img_size
+    yc, xc = (int(random.uniform(-border, 2 * s + border)) for border in dataset.mosaic_border)
+    indices = [index] + random.choices(dataset.indices, k=3)
+    random.shuffle(indices)
+    tiles = []
+    for position, i in enumerate(indices):
+        size = dataset.resized_size(i)
+        region, offset = _place4(position, (xc, yc), size, s)
+        tiles.append(Tile(i, size, region, offset))
+    return tiles
+
+
 def load_mosaic(dataset, index: int, hsv_gains: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Build a 4-image mosaic around ``index`` (plus 3 random images), then copy-paste and random-warp it to s x s.
 
@@ -117,16 +146,11 @@ def load_mosaic(dataset, index: int, hsv_gains: np.ndarray | None = None) -> tup
     ``hsv_gains`` (see ``augmentations.random_hsv_gains``) the HSV augmentation is applied here as well.
     """
     s, hyp = dataset.img_size, dataset.hyp
-    yc, xc = (int(random.uniform(-border, 2 * s + border)) for border in dataset.mosaic_border)
-    indices = [index] + random.choices(dataset.indices, k=3)
-    random.shuffle(indices)
-    tiles = []
-    for position, i in enumerate(indices):
-        image, size = dataset.load_raw_image(i)
-        region, offset = _place4(position, (xc, yc), size, s)
-        tiles.append(Tile(i, image, size, region, offset))
+    tiles = _layout4(dataset, index)
     lut = hsv_lut(hsv_gains) if hsv_gains is not None else None
+    perspective = bool(hyp["perspective"])
     if hyp["copy_paste"] and any(len(dataset.segments[tile.index]) for tile in tiles):
+        tiles = [_load(dataset, tile) for tile in tiles]
         labels, segments = _gather_labels(dataset, tiles, 2 * s)
         canvas, labels, segments = copy_paste(paste_tiles(tiles, 2 * s), labels, segments, p=hyp["copy_paste"])
         image, labels = random_perspective(canvas, labels, segments, border=dataset.mosaic_border,
@@ -136,12 +160,14 @@ def load_mosaic(dataset, index: int, hsv_gains: np.ndarray | None = None) -> tup
     matrix, zoom = random_affine_matrix((2 * s, 2 * s), out_shape, **_perspective_kwargs(hyp))
     shifts = None
     if getattr(dataset, "direct_mosaic", True) and is_axis_aligned(matrix) and out_shape[0] == out_shape[1]:
+        tiles = [_load(dataset, tile, _reduction(dataset, tile, float(matrix[0, 0]))) for tile in tiles]
         image, shifts = render_direct(tiles, matrix, out_shape[0], lut)
     else:
-        image = _warp_canvas(paste_tiles(tiles, 2 * s), matrix, out_shape, bool(hyp["perspective"]))
+        tiles = [_load(dataset, tile) for tile in tiles]
+        image = _warp_canvas(paste_tiles(tiles, 2 * s), matrix, out_shape, perspective)
         image = image if lut is None else apply_hsv_lut(image, lut, out=image)
     labels, segments = _gather_labels(dataset, tiles, 2 * s, shifts)
-    return image, warp_labels(labels, segments, matrix, zoom, out_shape[1], out_shape[0], bool(hyp["perspective"]))
+    return image, warp_labels(labels, segments, matrix, zoom, out_shape[1], out_shape[0], perspective)
 
 
 def _warp_canvas(canvas: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int], perspective: bool) -> np.ndarray:
@@ -169,9 +195,9 @@ def load_mosaic9(dataset, index: int) -> tuple[np.ndarray, np.ndarray]:
     indices.insert(4, index)
     tiles = []
     for position, i in enumerate(indices):
-        image, size = dataset.load_raw_image(i)
+        size = dataset.resized_size(i)
         region, offset = _place9(position, size, s)
-        tiles.append(Tile(i, image, size, region, offset))
+        tiles.append(_load(dataset, Tile(i, size, region, offset)))
     crop_x, crop_y = (int(random.uniform(0, s)) for _ in range(2))
     canvas = paste_tiles(tiles, 3 * s)[crop_y:crop_y + 2 * s, crop_x:crop_x + 2 * s]
     shifted = [tile._replace(offset=(tile.offset[0] - crop_x, tile.offset[1] - crop_y)) for tile in tiles]

@@ -2,7 +2,8 @@
 
 When the random warp only scales by ``g`` and translates by ``(tx, ty)``, a tile whose resized image sits at
 canvas offset ``o`` maps its source pixel centres to output pixels ``u = G * x + C`` with ``G = g * s`` (``s`` =
-resized / source size) and ``C = g * (0.5 * s - 0.5 + o) + tx`` (OpenCV's pixel-centre resize convention). Each
+``tile.scale``, source -> resized) and ``C = g * (0.5 * s - 0.5 + o) + tx`` (OpenCV's pixel-centre convention,
+which also holds for JPEGs decoded at 1/f size, where source pixel i covers original pixels [f i, f i + f)). Each
 tile is produced by resizing just the part of the source that is visible (plus a 2 px margin) with exactly
 ``fx = G`` and copying it to the output at an integer position. The sub-pixel remainder of that position (at most
 half an output pixel) is returned per tile so the caller can move the tile's labels by the same amount: labels and
@@ -41,14 +42,14 @@ def _output_span(start: int, stop: int, gain: float, shift: float, limit: int) -
     return min(max(first, 0), limit), min(max(last, 0), limit)
 
 
-def _axis_plan(region: tuple[int, int], offset: int, resized: int, source: int, gain: float, shift: float,
+def _axis_plan(region: tuple[int, int], offset: int, source_scale: float, source: int, gain: float, shift: float,
                limit: int) -> tuple[int, int, float, int, int, int, float] | None:
     """Plan one axis: (crop0, crop1, scale, out0, out1, anchor, remainder) or None if nothing is visible."""
     out0, out1 = _output_span(region[0], region[1], gain, shift, limit)
     if out1 <= out0:
         return None
-    scale = gain * resized / source
-    constant = gain * (0.5 * resized / source - 0.5 + offset) + shift
+    scale = gain * source_scale
+    constant = gain * (0.5 * source_scale - 0.5 + offset) + shift
     crop0 = max(math.floor((out0 - constant) / scale) - MARGIN, 0)
     crop1 = min(math.ceil((out1 - 1 - constant) / scale) + MARGIN + 1, source)
     exact = scale * crop0 + 0.5 - 0.5 * scale + constant  # output position of the resized crop's pixel 0
@@ -59,9 +60,9 @@ def _axis_plan(region: tuple[int, int], offset: int, resized: int, source: int, 
 def plan_tile(tile, gain: float, shift_x: float, shift_y: float, out_size: int) -> TilePlan | None:
     """Plan a ``utils.mosaic.Tile`` under the warp u = gain * canvas + shift; None when it is not visible."""
     source_h, source_w = tile.image.shape[:2]
-    x_plan = _axis_plan((tile.region[0], tile.region[2]), tile.offset[0], tile.size[1], source_w, gain, shift_x,
+    x_plan = _axis_plan((tile.region[0], tile.region[2]), tile.offset[0], tile.scale[0], source_w, gain, shift_x,
                         out_size)
-    y_plan = _axis_plan((tile.region[1], tile.region[3]), tile.offset[1], tile.size[0], source_h, gain, shift_y,
+    y_plan = _axis_plan((tile.region[1], tile.region[3]), tile.offset[1], tile.scale[1], source_h, gain, shift_y,
                         out_size)
     if x_plan is None or y_plan is None:
         return None

@@ -115,24 +115,10 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-# thop's historical cost per output element of nn.Upsample by mode. Current ultralytics-thop releases count
-# 'nearest' as free, older ones (which produced upstream's published GFLOPs) as one op per element; pinning the
-# rule here makes our summary line independent of the installed thop version.
-_UPSAMPLE_OPS_PER_ELEMENT = {"nearest": 1, "linear": 5, "bilinear": 11, "bicubic": 259, "trilinear": 31}
-
-
-def _count_upsample(module: nn.Upsample, inputs: Any, output: torch.Tensor) -> None:
-    module.total_ops += _UPSAMPLE_OPS_PER_ELEMENT.get(module.mode, 0) * output.numel()
-
-
-THOP_CUSTOM_OPS = {nn.Upsample: _count_upsample}
-
-
 def model_flops(model: nn.Module, imgsz: int | Sequence[int] = 640) -> Optional[float]:
     """Return GFLOPs at ``imgsz`` with upstream's convention (thop MACs x 2 at stride px, scaled), or None.
 
     The model is profiled on a deep copy at ``max(stride, 32)`` pixels so the caller's model is untouched.
-    ``nn.Upsample`` is counted with :data:`THOP_CUSTOM_OPS` (1 op per output element for 'nearest').
     """
     try:
         import thop
@@ -142,7 +128,7 @@ def model_flops(model: nn.Module, imgsz: int | Sequence[int] = 640) -> Optional[
         p = next(model.parameters())
         stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
         im = torch.empty((1, p.shape[1], stride, stride), device=p.device)
-        macs = thop.profile(deepcopy(model), inputs=(im,), custom_ops=THOP_CUSTOM_OPS, verbose=False)[0]
+        macs = thop.profile(deepcopy(model), inputs=(im,), verbose=False)[0]
         h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
         return macs / 1e9 * 2 * h / stride * w / stride
     except Exception as e:  # profiling is informative only; never fail a build for it
@@ -191,21 +177,54 @@ def copy_attr(a: Any, b: Any, include: Sequence[str] = (), exclude: Sequence[str
         setattr(a, k, v)
 
 
-def profile_layers(model: nn.Module, x: torch.Tensor, runs: int = 10) -> list[tuple[str, float, float]]:
-    """Return ``(type, GFLOPs, ms)`` per top-level layer of ``model.model`` for one input (used by --profile)."""
-    results, y = [], []
+def layer_flops(module: nn.Module, x: Any) -> float:
+    """Return the GFLOPs (thop MACs x 2) of one forward of ``module`` on input ``x``, or 0.0 without thop."""
     try:
         import thop
     except ImportError:
-        thop = None
-    for m in model.model:
-        inp = x if m.f == -1 else (y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f])
-        flops = (thop.profile(deepcopy(m), inputs=(inp,), custom_ops=THOP_CUSTOM_OPS, verbose=False)[0] / 1e9 * 2
-                 if thop else 0.0)
-        t0 = time_sync()
-        for _ in range(runs):
-            out = m(inp.copy() if isinstance(inp, list) else inp)
-        results.append((m.type, flops, (time_sync() - t0) * 1000 / runs))
-        x = out
-        y.append(out if m.i in model.save else None)
+        return 0.0
+    return thop.profile(deepcopy(module), inputs=(x,), verbose=False)[0] / 1e9 * 2
+
+
+def profile(input: Any, ops: Any, n: int = 10, device: Optional[torch.device] = None) -> list:
+    """Time forward and backward passes of each op (module or callable) on each input; log and return the table.
+
+    Returns one row per (input, op): ``[params, GFLOPs, memory GB, forward ms, backward ms, in shape, out shape]``
+    (times are means over ``n`` runs; backward is ``nan`` when the output needs no gradient).
+    """
+    device = device or torch.device("cpu")
+    inputs = input if isinstance(input, list) else [input]
+    ops = ops if isinstance(ops, list) else [ops]
+    LOGGER.info(f"{'Params':>12s}{'GFLOPs':>12s}{'GPU_mem (GB)':>14s}{'forward (ms)':>14s}{'backward (ms)':>14s}"
+                f"{'input':>24s}{'output':>24s}")
+    results = []
+    for x in inputs:
+        x = x.to(device).requires_grad_()
+        for op in ops:
+            op = op.to(device) if hasattr(op, "to") else op
+            flops = layer_flops(op, x) if isinstance(op, nn.Module) else 0.0
+            t_fwd, t_bwd = _time_op(op, x, n)
+            mem = torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0.0
+            y = op(x)
+            s_in, s_out = (tuple(v.shape) if isinstance(v, torch.Tensor) else "list" for v in (x, y))
+            n_p = sum(p.numel() for p in op.parameters()) if isinstance(op, nn.Module) else 0
+            LOGGER.info(f"{n_p:12}{flops:12.4g}{mem:>14.3f}{t_fwd:14.4g}{t_bwd:14.4g}{str(s_in):>24s}{str(s_out):>24s}")
+            results.append([n_p, flops, mem, t_fwd, t_bwd, s_in, s_out])
     return results
+
+
+def _time_op(op: Any, x: torch.Tensor, n: int) -> tuple[float, float]:
+    """Return mean forward and backward milliseconds of ``op(x)`` over ``n`` runs."""
+    t_fwd = t_bwd = 0.0
+    for _ in range(n):
+        t0 = time_sync()
+        y = op(x)
+        t1 = time_sync()
+        out = y if isinstance(y, torch.Tensor) else y[0] if isinstance(y, (list, tuple)) else None
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            out.sum().backward()
+            t_bwd += (time_sync() - t1) * 1000 / n
+        else:
+            t_bwd = float("nan")
+        t_fwd += (t1 - t0) * 1000 / n
+    return t_fwd, t_bwd

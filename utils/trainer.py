@@ -105,7 +105,7 @@ class Trainer(TrainerSetup):
         """Train epochs ``start_epoch .. epochs-1``, validating and saving after each one."""
         state = self.state
         state.maps = np.zeros(self.nc)
-        self.scheduler.last_epoch = state.start_epoch - 1
+        self._start_schedule()
         self.t0 = time.time()
         self.callbacks.run("on_train_start")
         LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\n"
@@ -120,6 +120,10 @@ class Trainer(TrainerSetup):
             self.end_epoch(epoch)
             if state.stop or state.interrupted:
                 break
+
+    def _start_schedule(self) -> None:
+        """Position the per-epoch LR scheduler as upstream: ``last_epoch = start_epoch - 1`` (new and resumed runs)."""
+        self.scheduler.last_epoch = self.state.start_epoch - 1
 
     def train_one_epoch(self, epoch: int) -> None:
         """Run one pass over the training batches (``on_train_epoch_start`` .. LR scheduler step)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -69,9 +69,9 @@ class Validator:
     ``weights`` are loaded with ``DetectMultiBackend`` and a rect dataloader is built for ``data[task]``.
     """
 
-    def __init__(self, data: Union[str, Path, dict], weights: Any = None, options: Optional[ValOptions] = None,
-                 device: str = "", dnn: bool = False, model: Optional[nn.Module] = None,
-                 dataloader: Any = None, save_dir: Path = Path(""), callbacks: Optional[Callbacks] = None,
+    def __init__(self, data: Union[str, Path, dict], weights: Any = None, options: ValOptions | None = None,
+                 device: str = "", dnn: bool = False, model: nn.Module | None = None,
+                 dataloader: Any = None, save_dir: Path = Path(""), callbacks: Callbacks | None = None,
                  compute_loss: Any = None) -> None:
         self.opt = options or ValOptions()
         self.data, self.weights, self.dataloader = data, weights, dataloader
@@ -89,7 +89,7 @@ class Validator:
         self.loss = torch.zeros(3, device=self.device)
         self.timers = tuple(Profile(device=self.device) for _ in range(3))
 
-    def _setup_model(self, model: Optional[nn.Module], device: str, dnn: bool) -> None:
+    def _setup_model(self, model: nn.Module | None, device: str, dnn: bool) -> None:
         """Use the training model (fp16 only on CUDA) or load ``weights`` through the multi-backend loader."""
         opt = self.opt
         if self.training:
@@ -102,7 +102,8 @@ class Validator:
             from utils.ops import check_img_size
 
             self.device = select_device(device, batch_size=opt.batch_size)
-            self.model = DetectMultiBackend(self.weights, device=self.device, dnn=dnn, data=self.data, fp16=opt.half)
+            half = bool(opt.half) and self.device.type != "cpu"  # run()'s default half=True is silent on CPU
+            self.model = DetectMultiBackend(self.weights, device=self.device, dnn=dnn, data=self.data, fp16=half)
             self.pt, self.stride = self.model.pt, self.model.stride
             opt.imgsz = check_img_size(opt.imgsz, s=self.stride)
             opt.half = self.model.fp16
@@ -156,6 +157,7 @@ class Validator:
         from utils.metrics import ConfusionMatrix
 
         self.confusion_matrix = ConfusionMatrix(nc=self.nc)
+        _warmup_nms(self.device)
         self.callbacks.run("on_val_start")
         for batch_i, batch in enumerate(tqdm(self.dataloader, desc=TABLE_HEADER, bar_format=BAR_FORMAT)):
             self.callbacks.run("on_val_batch_start")
@@ -199,7 +201,7 @@ class Validator:
             self._plot_batch(batch_i, im, targets, paths, preds)
         self.callbacks.run("on_val_batch_end", batch_i, im, targets, paths, shapes, preds)
 
-    def _infer(self, im: torch.Tensor) -> tuple[Any, Optional[list]]:
+    def _infer(self, im: torch.Tensor) -> tuple[Any, list | None]:
         """Return ``(inference output, raw head outputs or None)``; raw outputs only when a loss is computed."""
         if self.compute_loss is not None:
             out = self.model(im)
@@ -255,7 +257,7 @@ class Validator:
         """Return P, R, AP per class and their means from the accumulated matches (zeros when nothing matched)."""
         from utils.metrics import ap_per_class, ap_per_class_voc
 
-        stats = [torch.cat(x, 0).cpu().numpy() for x in zip(*self.stats)] if self.stats else \
+        stats = [torch.cat(x, 0).cpu().numpy() for x in zip(*self.stats, strict=True)] if self.stats else \
             [np.zeros((0, self.iouv.numel()), bool), np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, bool)]
         out: dict[str, Any] = {k: 0.0 for k in ("tp", "fp", "mp", "mr", "map50", "map")}
         out.update(p=np.zeros(0), r=np.zeros(0), f1=np.zeros(0), ap=np.zeros(0), ap50=np.zeros(0),
@@ -272,6 +274,11 @@ class Validator:
         return out
 
 
+def _warmup_nms(device: torch.device) -> None:
+    """Run NMS once on one box so lazy imports (torchvision) are not counted in the first batch's NMS time."""
+    non_max_suppression(torch.tensor([[[8.0, 8.0, 4.0, 4.0, 1.0, 1.0]]], device=device))
+
+
 def _model_device(model: nn.Module) -> torch.device:
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
@@ -282,7 +289,7 @@ def _model_stride(model: nn.Module) -> int:
     return max(int(stride.max()) if isinstance(stride, torch.Tensor) else int(stride or 32), 32)
 
 
-def _model_nc(model: nn.Module) -> Optional[int]:
+def _model_nc(model: nn.Module) -> int | None:
     nc = getattr(model, "nc", None)
     if nc is None and hasattr(model, "model") and len(getattr(model, "model", [])):
         nc = getattr(model.model[-1], "nc", None)
@@ -299,8 +306,8 @@ def run(data: Union[str, Path, dict], weights: Any = None, batch_size: int = 32,
         workers: int = 8, single_cls: bool = False, augment: bool = False, verbose: bool = False,
         save_txt: bool = False, save_hybrid: bool = False, save_conf: bool = False, save_json: bool = False,
         project: Union[str, Path] = ROOT / "runs/val", name: str = "exp", exist_ok: bool = False, half: bool = True,
-        dnn: bool = False, model: Optional[nn.Module] = None, dataloader: Any = None, save_dir: Path = Path(""),
-        plots: bool = True, callbacks: Optional[Callbacks] = None, compute_loss: Any = None,
+        dnn: bool = False, model: nn.Module | None = None, dataloader: Any = None, save_dir: Path = Path(""),
+        plots: bool = True, callbacks: Callbacks | None = None, compute_loss: Any = None,
         voc_ap: bool = False) -> tuple[tuple, np.ndarray, tuple[float, float, float]]:
     """Validate a model on a dataset split; upstream ``val.run`` arguments and return value.
 

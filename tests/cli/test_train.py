@@ -178,7 +178,7 @@ def test_resume_after_interruption_continues_epoch_and_lr(tiny_data, tmp_path, l
         train.main(opt, callbacks)
     last = tmp_path / "r" / "weights" / "last.pt"
     ckpt = torch_safe_load(last)
-    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None and ckpt["updates"] == 1
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None and ckpt["updates"] == 2  # steps at ni 0, 1
     resumed = train.run(resume=str(last))
     assert resumed.save_dir == str(tmp_path / "r") and resumed.epochs == 3
     assert any("from epoch 1 to 3 total epochs" in line for line in log_lines)

@@ -13,6 +13,7 @@ import torch
 from extensions.transfer import (REASON_MISSING, backbone_length, extract_state_dict, freeze_backbone,
                                  load_backbone_weights, match_keys, normalize_key, raw_key_candidates,
                                  transfer_backbone)
+from models.builder import build_model
 from models.yolo import ClassificationModel, Model
 from utils.checkpoint import torch_safe_load
 from utils.files import check_yaml, yaml_load
@@ -35,9 +36,20 @@ def convnext_n() -> Model:
     return Model(cfg)
 
 
+def _randomized(model: Model, seed: int) -> Model:
+    """A copy of ``model`` whose floating-point tensors are replaced by seeded random values."""
+    torch.manual_seed(seed)
+    copy = deepcopy(model)
+    with torch.no_grad():
+        for value in copy.state_dict().values():
+            if value.is_floating_point():
+                value.copy_(torch.randn_like(value))
+    return copy
+
+
 def _split(state: dict, n: int) -> tuple[dict, dict]:
-    """Split a model state dict into (backbone rows < n, the rest)."""
-    backbone = {k: v for k, v in state.items() if int(k.split(".")[1]) < n}
+    """Split a model state dict into (backbone rows < n without BN step counters, the rest)."""
+    backbone = {k: v for k, v in state.items() if int(k.split(".")[1]) < n and not k.endswith("num_batches_tracked")}
     return backbone, {k: v for k, v in state.items() if k not in backbone}
 
 
@@ -61,9 +73,12 @@ def test_raw_key_candidates_undo_features_only_renaming():
     assert raw_key_candidates("norm.weight") == ["norm.weight"]
 
 
-def test_backbone_length():
-    assert backbone_length(Model("yolov5n.yaml")) == 10
+def test_backbone_length(yolov5n, convnext_n):
+    assert backbone_length(yolov5n) == 10
+    assert backbone_length(convnext_n) == 8
     assert len(yaml_load(check_yaml("convnext_yolov5s.yaml"))["backbone"]) == 8
+    with pytest.raises(ValueError, match="no YAML 'backbone:' section"):
+        backbone_length(torch.nn.Linear(1, 1))
 
 
 @needs_fixture
@@ -95,7 +110,8 @@ def test_fake_timm_state_dict_into_convnext_row(convnext_n, tmp_path):
     assert report.num_transferred == len(body)
     for key, value in body.items():
         assert torch.equal(value, state[key.replace("stem_", "stem.").replace("stages_", "stages.")]), key
-    adapters = [k for k in before if k.startswith(("model.2.", "model.4.", "model.6.", "model.7."))]
+    adapters = [k for k in before if k.startswith(("model.2.", "model.4.", "model.6.", "model.7."))
+                and not k.endswith("num_batches_tracked")]
     assert adapters and all(report.skipped[k] == REASON_MISSING for k in adapters)
     assert report.total == len(body) + len(adapters)
     for key in before:
@@ -126,9 +142,8 @@ def test_nothing_matching_is_a_clear_error(yolov5n, tmp_path):
 
 
 def test_wrong_architecture_reports_shape_mismatch(yolov5n, tmp_path):
-    torch.manual_seed(0)
     path = tmp_path / "yolov5s_state.pt"
-    torch.save(Model("yolov5s.yaml").state_dict(), path)
+    torch.save(build_model(yaml_load(check_yaml("yolov5s.yaml")), ch=[3], verbose=False).model.state_dict(), path)
     with pytest.raises(ValueError, match="shape mismatch"):
         load_backbone_weights(path, deepcopy(yolov5n))
 
@@ -144,9 +159,9 @@ def test_match_keys_reasons():
 
 
 def test_autoencoder_checkpoint_formats(yolov5n, tmp_path):
-    torch.manual_seed(7)
-    source = Model("yolov5n.yaml", nc=10)
-    encoder = {f"encoder.{k[len('model.'):]}": v for k, v in source.state_dict().items() if int(k.split(".")[1]) < 10}
+    source = _randomized(yolov5n, 7)
+    encoder = {f"encoder.{k[len('model.'):]}": v for k, v in source.state_dict().items()
+               if int(k.split(".")[1]) < 10 and not k.endswith("num_batches_tracked")}
     decoder = {"decoder.0.weight": torch.randn(4, 4)}
     torch.save({"epoch": 3, "model": {**encoder, **decoder}}, tmp_path / "ae_model.pt")
     torch.save({"backbone": {k.replace("encoder.", "backbone."): v for k, v in encoder.items()}, "epoch": 3},
@@ -159,8 +174,7 @@ def test_autoencoder_checkpoint_formats(yolov5n, tmp_path):
 
 
 def test_pickled_module_and_classification_checkpoints(yolov5n, tmp_path):
-    torch.manual_seed(8)
-    detector = Model("yolov5n.yaml", nc=10)
+    detector = _randomized(yolov5n, 8)
     torch.save({"model": deepcopy(detector).half(), "ema": None}, tmp_path / "det.pt")
     classifier = ClassificationModel(model=deepcopy(detector), nc=4, cutoff=10)
     torch.save({"model": classifier, "ema": None}, tmp_path / "cls.pt")

@@ -13,21 +13,15 @@ from PIL import Image
 
 from models.autoshape import XYWH_COLUMNS, XYXY_COLUMNS, AutoShape, Detections
 from models.backends import DetectMultiBackend
-from models.yolo import Model
-from utils.checkpoint import make_checkpoint, save_checkpoint
+from tests.inference_support import NAMES, calibrated_yolov5n, draw_scene, write_checkpoint
 from utils.logging import LOGGER
 
-NAMES = {0: "circle", 1: "square", 2: "triangle"}
+SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = Model("yolov5n.yaml", nc=3)
-    model.names = dict(NAMES)
-    file = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_checkpoint(make_checkpoint(model), file)
-    return file
+    return write_checkpoint(tmp_path_factory.mktemp("weights") / "tiny.pt", calibrated_yolov5n())
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +34,8 @@ def autoshape(checkpoint) -> AutoShape:
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory) -> Path:
     """A 72x96 RGB drawing saved losslessly (PNG), so file and array inputs hold the same pixels."""
-    im = np.full((72, 96, 3), (40, 120, 60), np.uint8)
-    cv2.rectangle(im, (8, 10), (40, 50), (220, 30, 30), -1)
-    cv2.circle(im, (70, 36), 18, (20, 40, 230), -1)
     file = tmp_path_factory.mktemp("images") / "scene.png"
-    Image.fromarray(im).save(file)
+    Image.fromarray(draw_scene(72, 96)[..., ::-1]).save(file)
     return file
 
 
@@ -55,7 +46,7 @@ def _rgb(file: Path) -> np.ndarray:
 def test_every_input_type_gives_identical_detections(autoshape, image_file):
     rgb = _rgb(image_file)
     rgba = np.concatenate([rgb, np.full((*rgb.shape[:2], 1), 255, np.uint8)], 2)
-    reference = autoshape(str(image_file), size=96)
+    reference = autoshape(str(image_file), size=SIZE)
     assert len(reference.pred[0]) > 0
     inputs = {
         "Path": image_file,
@@ -67,9 +58,9 @@ def test_every_input_type_gives_identical_detections(autoshape, image_file):
         "cv2 BGR flipped to RGB": cv2.imread(str(image_file))[..., ::-1],
     }
     for kind, im in inputs.items():
-        result = autoshape(im, size=96)
+        result = autoshape(im, size=SIZE)
         assert torch.equal(result.pred[0], reference.pred[0]), kind
-    batch = autoshape([str(image_file), rgb, Image.open(image_file)], size=96)
+    batch = autoshape([str(image_file), rgb, Image.open(image_file)], size=SIZE)
     assert batch.n == 3
     for pred in batch.pred:  # batched convolutions round differently per batch slot: compare within tolerance
         torch.testing.assert_close(pred, reference.pred[0], atol=1e-3, rtol=1e-4)
@@ -87,11 +78,12 @@ def test_tensor_input_returns_raw_model_output(autoshape):
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     raw = autoshape(x)
     assert isinstance(raw, torch.Tensor) and raw.shape == (2, 3 * (8 * 8 + 4 * 4 + 2 * 2), 8)
-    assert torch.equal(raw, autoshape.model(x))
+    with torch.inference_mode():
+        assert torch.equal(raw, autoshape.model(x))
 
 
 def test_boxes_in_original_pixels_and_all_formats(autoshape, image_file):
-    r = autoshape(str(image_file), size=96)
+    r = autoshape(str(image_file), size=SIZE)
     h, w = 72, 96
     xyxy = r.xyxy[0]
     assert r.pred is r.xyxy and xyxy.shape[1] == 6
@@ -103,11 +95,11 @@ def test_boxes_in_original_pixels_and_all_formats(autoshape, image_file):
     torch.testing.assert_close(r.xywh[0][:, 0], (xyxy[:, 0] + xyxy[:, 2]) / 2)
     torch.testing.assert_close(r.xywh[0][:, 4:], xyxy[:, 4:])
     assert r.files == ["scene.jpg"] and r.names == NAMES and r.n == len(r) == 1
-    assert r.s == (1, 3, 96, 96) and len(r.t) == 3 and len(r.times) == 3
+    assert r.s == (1, 3, 64, 64) and len(r.t) == 3 and len(r.times) == 3
 
 
 def test_pandas_columns_and_values(autoshape, image_file):
-    r = autoshape(str(image_file), size=96)
+    r = autoshape(str(image_file), size=SIZE)
     df = r.pandas()
     assert list(df.xyxy[0].columns) == list(XYXY_COLUMNS) == [
         "xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
@@ -135,23 +127,23 @@ def test_str_repr_tolist_and_print(autoshape, image_file):
 
 
 def test_settable_thresholds(autoshape, image_file):
-    base = autoshape(str(image_file), size=96).pred[0]
+    base = autoshape(str(image_file), size=SIZE).pred[0]
     try:
         autoshape.classes = [1]
-        assert set(autoshape(str(image_file), size=96).pred[0][:, 5].tolist()) == {1.0}
+        assert set(autoshape(str(image_file), size=SIZE).pred[0][:, 5].tolist()) == {1.0}
         autoshape.classes, autoshape.max_det = None, 3
-        assert torch.equal(autoshape(str(image_file), size=96).pred[0], base[:3])
+        assert torch.equal(autoshape(str(image_file), size=SIZE).pred[0], base[:3])
         autoshape.max_det, autoshape.conf = 30, 0.999
-        r = autoshape(str(image_file), size=96)
+        r = autoshape(str(image_file), size=SIZE)
         assert len(r.pred[0]) == 0 and "(no detections)" in str(r)
         autoshape.conf, autoshape.agnostic = 0.001, True
-        assert len(autoshape(str(image_file), size=96).pred[0]) <= len(base)
+        assert len(autoshape(str(image_file), size=SIZE).pred[0]) <= len(base)
     finally:
         autoshape.classes, autoshape.max_det, autoshape.conf, autoshape.agnostic = None, 30, 0.001, False
 
 
 def test_save_crop_render(autoshape, image_file, tmp_path):
-    r = autoshape(str(image_file), size=96)
+    r = autoshape(str(image_file), size=SIZE)
     original = r.ims[0].copy()
     save_dir = r.save(save_dir=tmp_path / "exp")
     assert save_dir == tmp_path / "exp" and cv2.imread(str(save_dir / "scene.jpg")).shape == (72, 96, 3)
@@ -200,4 +192,4 @@ def test_autoshape_on_plain_detection_model(checkpoint, image_file):
     wrapped = AutoShape(dmb, verbose=False)
     for m in (direct, wrapped):
         m.conf, m.max_det = 0.001, 30
-    assert torch.equal(direct(str(image_file), size=96).pred[0], wrapped(str(image_file), size=96).pred[0])
+    assert torch.equal(direct(str(image_file), size=SIZE).pred[0], wrapped(str(image_file), size=SIZE).pred[0])

@@ -20,7 +20,8 @@ class _Dataset:
         self.shapes = np.full((n_images, 2), 640.0)
         self.labels = []
         for _ in range(n_images):
-            wh = sizes_px[rng.integers(0, len(sizes_px), per_image)] * (1 + jitter * rng.standard_normal((per_image, 2)))
+            noise = 1 + jitter * rng.standard_normal((per_image, 2))
+            wh = sizes_px[rng.integers(0, len(sizes_px), per_image)] * noise
             self.labels.append(np.concatenate([np.zeros((per_image, 1)), np.full((per_image, 2), 0.5), wh / 640], 1))
 
 

@@ -69,7 +69,8 @@ def test_build_targets_counts_cells_and_offsets():
     assert image.tolist() == [0] * 9 and tcls[0].tolist() == [1] * 9
     assert anchor.tolist() == [0, 1, 2] * 3  # offset-major, anchor-minor order
     assert gi.tolist() == [2, 2, 2, 1, 1, 1, 2, 2, 2] and gj.tolist() == [2, 2, 2, 2, 2, 2, 1, 1, 1]
-    torch.testing.assert_close(tbox[0][:, :2], torch.tensor([[0.24, 0.24]] * 3 + [[1.24, 0.24]] * 3 + [[0.24, 1.24]] * 3))
+    offsets = [[0.24, 0.24]] * 3 + [[1.24, 0.24]] * 3 + [[0.24, 1.24]] * 3
+    torch.testing.assert_close(tbox[0][:, :2], torch.tensor(offsets))
     torch.testing.assert_close(tbox[0][:, 2:], torch.full((9, 2), 2.0))
     torch.testing.assert_close(anchors[0], ANCHORS[0].repeat(3, 1))
     assert indices[1][1].tolist() == [0, 1] * 3 and indices[1][3].tolist() == [1, 1, 0, 0, 1, 1]
@@ -82,7 +83,7 @@ def test_build_targets_high_side_neighbours_and_edge_clamp():
                             [0, 0, 1.00, 1.00, 0.2, 0.2]])  # gxy 8.0 on the border: own cell clamped to 7
     _, tbox, indices, _ = criterion.build_targets(p, targets)
     image, anchor, gj, gi = indices[0]
-    cells = sorted({(int(x), int(y)) for x, y in zip(gi, gj)})
+    cells = sorted({(int(x), int(y)) for x, y in zip(gi, gj, strict=True)})
     assert cells == [(5, 5), (5, 6), (6, 5), (7, 7)]  # the border target's own/left/up cells all clamp to (7, 7)
     assert len(image) == 3 * 3 * 2  # 3 anchors x 3 cells for each target
     border = (gi == 7) & (gj == 7)

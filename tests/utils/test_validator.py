@@ -163,7 +163,7 @@ def _coco_annotations(loader) -> dict:
     """Ground truth in COCO format (ids = file stems, category id = class index, bbox in original pixels)."""
     ds = loader.dataset
     images, annotations = [], []
-    for file, (w, h), labels in zip(ds.im_files, ds.shapes, ds.labels):
+    for file, (w, h), labels in zip(ds.im_files, ds.shapes, ds.labels, strict=True):
         image_id = int(Path(file).stem)
         images.append({"id": image_id, "width": int(w), "height": int(h), "file_name": Path(file).name})
         for cls, x, y, bw, bh in labels.tolist():
@@ -234,3 +234,18 @@ def test_upstream_checkpoint_with_validation_loss(tmp_path, upstream_model):
     assert all(np.isfinite(results)) and maps.shape == (10,)
     assert all(x > 0 for x in results[4:])  # box, obj, cls validation losses
     assert next(upstream_model.parameters()).dtype == torch.float32
+
+
+def test_augment_and_speed_task(dataset, random_weights, tmp_path):
+    results, maps, speeds = run(dataset, weights=random_weights, imgsz=64, batch_size=4, workers=0,
+                                project=tmp_path, plots=False, augment=True, task="speed")
+    assert len(results) == 7 and all(np.isfinite(results)) and maps.shape == (2,)
+
+
+@pytest.mark.gpu
+def test_half_precision_on_cuda(dataset, random_weights, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    results, _, _ = run(dataset, weights=random_weights, imgsz=64, batch_size=4, workers=0, device="0",
+                        project=tmp_path, plots=False, half=True)
+    assert all(np.isfinite(results))
