@@ -188,12 +188,13 @@ def process_image(det: torch.Tensor, item: dict, model: DetectMultiBackend, writ
     det[:, :4] = scale_boxes(im_shape, det[:, :4], im0.shape).round()
     stem = p.stem if item["mode"] == "image" else f"{p.stem}_{item['frame']}"
     s = item["s"] + "%gx%g " % tuple(im_shape) + describe(det, model.names)
+    ascending = det.flip(0)  # upstream writes labels, CSV rows and crops from the lowest confidence up
     if opt["save_txt"] and len(det):
-        writer.write_labels(stem, writer.label_lines(det, im0.shape))
+        writer.write_labels(stem, writer.label_lines(ascending, im0.shape))
     if opt["save_csv"] and len(det):
-        writer.write_csv(p.name, det, model.names)
+        writer.write_csv(p.name, ascending, model.names)
     if opt["save_crop"] and len(det):
-        writer.save_crops(det, im0, p.stem, model.names)
+        writer.save_crops(ascending, im0, p.stem, model.names)
     if writer.save_img or viewer.enabled:
         annotated = annotate(im0, det, model.names, opt)
         viewer.show(str(p), annotated)

@@ -4,7 +4,7 @@ Setting (issue 4): yolov5n head outputs at 320 px, batch 16, 10 classes, ~6 targ
 hyp.scratch-low gains. Prints ms per call for ``build_targets`` alone, the loss forward, and forward + backward
 through the head outputs (not the network), so the loss's share of a training step can be read off.
 
-    python benchmarks/bench_loss.py [--batch 16] [--imgsz 320] [--targets 6] [--runs 50]
+    python benchmarks/bench_loss.py [--batch 16] [--imgsz 320] [--targets 6] [--runs 50] [--threads 1]
 """
 
 from __future__ import annotations
@@ -56,7 +56,10 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--targets", type=int, default=6, help="targets per image")
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     outputs, targets = make_inputs(args.batch, args.imgsz, args.targets)
     criterion = YoloLoss(HYP, ANCHORS, nc=10, strides=(8, 16, 32))
     leaves = [o.clone().requires_grad_(True) for o in outputs]

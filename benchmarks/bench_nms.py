@@ -14,6 +14,7 @@ Usage: ``python benchmarks/bench_nms.py [--repeats 5] [--threads N]``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -108,8 +109,9 @@ def main() -> None:
     opt = parser.parse_args()
     if opt.threads:
         torch.set_num_threads(opt.threads)
-    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads; "
-          f"conf 0.001, IoU 0.6, max_det 300, 25,200 candidates/img, nc 80")
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; conf 0.001, IoU 0.6, max_det 300, "
+          f"25,200 candidates/img, nc 80")
     non_max_suppression(realistic_prediction(1), 0.001, 0.6)  # warm-up: loads torchvision's op
     for batch in (16, 1):
         for multi_label in (False, True):

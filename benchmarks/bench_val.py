@@ -5,7 +5,7 @@ batch 32, rect batches, CPU. Prints the per-image pre-process / inference / NMS 
 the wall time, and the slowest NMS batch next to upstream's NMS time limit (0.5 + 0.05 * batch s), which upstream
 would hit and silently truncate results at; ours has no limit.
 
-    python benchmarks/bench_val.py [--images 64] [--imgsz 320] [--batch 32]
+    python benchmarks/bench_val.py [--images 64] [--imgsz 320] [--batch 32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--imgsz", type=int, default=320)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     nms_times: list[float] = []
     original_nms = validator.non_max_suppression
 

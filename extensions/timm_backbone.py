@@ -45,15 +45,22 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Sequence, Union
 from urllib.parse import urlparse
 
 import timm
 import torch
 import torch.nn as nn
 
-from extensions.transfer import (IGNORED_SUFFIXES, apply_report, extract_state_dict, match_keys, normalize_source,
-                                 raw_key_candidates, read_weights)
+from extensions.transfer import (
+    IGNORED_SUFFIXES,
+    apply_report,
+    extract_state_dict,
+    match_keys,
+    normalize_source,
+    raw_key_candidates,
+    read_weights,
+)
 from models.registry import BuildContext, add_module
 from utils.checkpoint import register_safe_globals
 from utils.logging import LOGGER
@@ -84,7 +91,8 @@ def check_timm_model(model_name: str) -> None:
     """Raise ``ValueError`` with close matches when timm does not know ``model_name`` (tags like ``.fb_in1k`` ok)."""
     if not timm.is_model(model_name):
         close = difflib.get_close_matches(model_name.split(".")[0], timm.list_models(), n=5)
-        raise ValueError(f"unknown timm model {model_name!r}" + (f"; close matches: {', '.join(close)}" if close else ""))
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown timm model {model_name!r}{hint}")
 
 
 @lru_cache(maxsize=32)
@@ -121,7 +129,7 @@ def _hf_hub_cache() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def _hf_cached_file(repo_id: str, filename: str) -> Optional[Path]:
+def _hf_cached_file(repo_id: str, filename: str) -> Path | None:
     """Return ``filename`` of ``repo_id`` from the local HF cache layout (``refs/<rev>`` -> snapshot), or None."""
     repo, _, revision = repo_id.partition("@")
     repo_dir = _hf_hub_cache() / f"models--{repo.replace('/', '--')}"
@@ -155,12 +163,12 @@ def _expected_locations(model_name: str) -> tuple[list[Path], list[str]]:
     return files, where
 
 
-def find_cached_weights(model_name: str) -> Optional[Path]:
+def find_cached_weights(model_name: str) -> Path | None:
     """Return the locally cached default weights of a timm model (HF cache, then torch hub cache), or None."""
     return next(iter(_expected_locations(model_name)[0]), None)
 
 
-def resolve_pretrained(value: PretrainedArg, model_name: str) -> Optional[Path]:
+def resolve_pretrained(value: PretrainedArg, model_name: str) -> Path | None:
     """Return the weights file for a ``pretrained`` value, or None for False. Never touches the network.
 
     Raises:

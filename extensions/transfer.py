@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 import torch.nn as nn
@@ -177,7 +177,7 @@ def apply_report(report: TransferReport, src: Mapping[str, torch.Tensor], module
         target.data.copy_(src[report.source_keys[dst_key]].to(device=target.device, dtype=target.dtype))
 
 
-def transfer_backbone(src: Mapping[str, Any], model: nn.Module, backbone_layers: Optional[int] = None,
+def transfer_backbone(src: Mapping[str, Any], model: nn.Module, backbone_layers: int | None = None,
                       source: str = "<state dict>") -> TransferReport:
     """Copy the backbone tensors of ``src`` into ``model`` (rows ``0 .. backbone_layers-1``); return the report.
 
@@ -247,7 +247,7 @@ def extract_state_dict(obj: Any, source: str = "<checkpoint>") -> dict[str, torc
 
 
 def load_backbone_weights(path: Union[str, Path], model: nn.Module,
-                          backbone_layers: Optional[int] = None) -> TransferReport:
+                          backbone_layers: int | None = None) -> TransferReport:
     """Implement ``--backbone-weights PATH``: copy only backbone tensors from ``path`` into ``model`` and log it.
 
     Call it after any whole-model ``--weights`` transfer and after the model is fully built (so head bias
@@ -274,7 +274,7 @@ def _nothing_matched_message(report: TransferReport, state: Mapping[str, Any], m
             f"the same backbone architecture (matching YAML 'backbone:' rows or a timm state dict for a timm row).")
 
 
-def freeze_backbone(model: nn.Module, backbone_layers: Optional[int] = None) -> list[str]:
+def freeze_backbone(model: nn.Module, backbone_layers: int | None = None) -> list[str]:
     """Set ``requires_grad=False`` on backbone parameters (what ``--freeze N`` does); return the frozen names."""
     model = getattr(model, "module", model)
     n = backbone_length(model) if backbone_layers is None else int(backbone_layers)

@@ -55,6 +55,13 @@ def anchor_metric(anchors: torch.Tensor, wh: torch.Tensor) -> tuple[torch.Tensor
     return x, x.max(1)[0]
 
 
+def check_anchor_order(m: nn.Module) -> None:
+    """Flip a Detect head's anchor levels if their areas are ordered opposite to the strides (upstream location)."""
+    from models.yolo import check_anchor_order as _check_anchor_order
+
+    _check_anchor_order(m)
+
+
 def check_anchors(dataset: Any, model: nn.Module, thr: float = 4.0, imgsz: int = 640,
                   rng: np.random.Generator | None = None) -> float:
     """Log anchors/target and Best Possible Recall; if BPR <= 0.98, evolve anchors and keep them if BPR improves.
@@ -82,8 +89,6 @@ def check_anchors(dataset: Any, model: nn.Module, thr: float = 4.0, imgsz: int =
                         rng=rng)
     new_bpr = bpr_aat(torch.tensor(new))[0]
     if new_bpr > bpr:
-        from models.yolo import check_anchor_order
-
         head.anchors[:] = torch.tensor(new, device=head.anchors.device).type_as(head.anchors).view_as(head.anchors)
         check_anchor_order(head)
         head.anchors /= stride

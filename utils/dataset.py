@@ -14,7 +14,7 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, default_collate, get_worker_info
 from tqdm import tqdm
 
 from utils.augmentations import (
@@ -81,6 +81,16 @@ def rect_batch_shapes(shapes_wh: np.ndarray, batch_size: int, img_size: int, str
     relative[wide, 0] = high[wide]
     relative[tall, 1] = 1 / low[tall]
     return order, np.ceil(relative * img_size / stride + pad).astype(int) * stride
+
+
+def _stack_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack same-size image tensors; inside a loader worker the result is allocated in shared memory.
+
+    Outside workers ``numpy.stack`` is used: for uint8 images it is several times faster than ``torch.stack``.
+    """
+    if get_worker_info() is not None:
+        return default_collate(list(images))
+    return torch.from_numpy(np.stack([image.numpy() for image in images]))
 
 
 class LoadImagesAndLabels(Dataset):
@@ -285,7 +295,7 @@ class LoadImagesAndLabels(Dataset):
         images, labels, paths, shapes = zip(*batch, strict=True)
         for i, image_labels in enumerate(labels):
             image_labels[:, 0] = i
-        return default_collate(list(images)), torch.cat(labels, 0), paths, shapes
+        return _stack_images(images), torch.cat(labels, 0), paths, shapes
 
     @staticmethod
     def collate_fn4(batch: list) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:

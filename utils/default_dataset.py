@@ -119,7 +119,7 @@ def generate_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES) -> 
     try:
         for split, size in sizes.items():
             _write_split(temp, split, size, SPLIT_SEEDS.get(split, 2))
-        (temp / MARKER_FILE).write_text(json.dumps(_marker(root.name, sizes)), encoding="utf-8")
+        (temp / MARKER_FILE).write_text(json.dumps(_marker("shapes", sizes)), encoding="utf-8")
         try:
             os.rename(temp, root)
         except OSError:

@@ -118,22 +118,22 @@ class YoloLoss:
 
     def terms(self, p: list[torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return the gain-scaled loss terms ``{'box', 'obj', 'cls'}``, each a (1,) tensor."""
-        zeros = {k: torch.zeros(1, device=self.device) for k in ("box", "obj", "cls")}
+        totals = {k: torch.zeros(1, device=self.device) for k in ("box", "obj", "cls")}
         tcls, tbox, indices, anchors = self.build_targets(p, targets)
         for i, pi in enumerate(p):
             tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=self.device)
             if indices[i][0].shape[0]:
                 box, cls, index, iou = self._positive_terms(pi, tcls[i], tbox[i], indices[i], anchors[i])
-                zeros["box"] = zeros["box"] + box
-                zeros["cls"] = zeros["cls"] + cls
+                totals["box"] = totals["box"] + box
+                totals["cls"] = totals["cls"] + cls
                 tobj[index] = iou
             obj_level = self.BCEobj(pi[..., 4], tobj)
-            zeros["obj"] = zeros["obj"] + obj_level * self.balance[i]
+            totals["obj"] = totals["obj"] + obj_level * self.balance[i]
             if self.autobalance:
                 self.balance[i] = self.balance[i] * 0.9999 + 0.0001 / obj_level.detach().item()
         if self.autobalance:
             self.balance = [x / self.balance[self.ssi] for x in self.balance]
-        return {name: value * float(self.hyp[name]) for name, value in zeros.items()}
+        return {name: value * float(self.hyp[name]) for name, value in totals.items()}
 
     def _positive_terms(self, pi: torch.Tensor, tcls: torch.Tensor, tbox: torch.Tensor,
                         index: tuple[torch.Tensor, ...], anchors: torch.Tensor):

@@ -12,8 +12,14 @@ import pytest
 import timm
 import torch
 
-from extensions.timm_backbone import (ENV_PRETRAINED, FeatureChannels, PretrainedWeightsNotFoundError, TimmBackbone,
-                                      feature_contract, parse_pretrained_value)
+from extensions.timm_backbone import (
+    ENV_PRETRAINED,
+    FeatureChannels,
+    PretrainedWeightsNotFoundError,
+    TimmBackbone,
+    feature_contract,
+    parse_pretrained_value,
+)
 from models.builder import ModelYAMLError, build_model
 from models.yolo import Model
 from utils.checkpoint import _offending_globals, make_checkpoint, safe_globals, save_checkpoint

@@ -10,9 +10,17 @@ import pytest
 import timm
 import torch
 
-from extensions.transfer import (REASON_MISSING, backbone_length, extract_state_dict, freeze_backbone,
-                                 load_backbone_weights, match_keys, normalize_key, raw_key_candidates,
-                                 transfer_backbone)
+from extensions.transfer import (
+    REASON_MISSING,
+    backbone_length,
+    extract_state_dict,
+    freeze_backbone,
+    load_backbone_weights,
+    match_keys,
+    normalize_key,
+    raw_key_candidates,
+    transfer_backbone,
+)
 from models.builder import build_model
 from models.yolo import ClassificationModel, Model
 from utils.checkpoint import torch_safe_load

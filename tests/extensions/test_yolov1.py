@@ -225,13 +225,17 @@ def test_onnx_export(tmp_path):
     onnx = pytest.importorskip("onnx")
     model = DetectionModel(tiny_cfg()).eval()
     model.model[-1].export = True
+    image = torch.rand(1, 3, 64, 64)
     file = tmp_path / "v1.onnx"
-    torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(file), opset_version=12, input_names=["images"],
+    torch.onnx.export(model, (image,), str(file), opset_version=12, input_names=["images"],
                       output_names=["output0"], dynamo=False)
     graph = onnx.load(str(file))
     onnx.checker.check_model(graph)
-    dims = [d.dim_value for d in graph.graph.output[0].type.tensor_type.shape.dim]
-    assert dims == [1, S * S * B, 5 + C]
+    assert [o.name for o in graph.graph.output] == ["output0"]
+    ort = pytest.importorskip("onnxruntime")
+    onnx_out = ort.InferenceSession(str(file)).run(None, {"images": image.numpy()})[0]
+    assert onnx_out.shape == (1, S * S * B, 5 + C)
+    assert torch.allclose(torch.from_numpy(onnx_out), model(image)[0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

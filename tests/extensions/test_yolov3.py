@@ -93,12 +93,11 @@ def test_zero_logits_decode_to_cell_centre_and_anchor(decode):
 
 
 def test_large_logits_reach_the_decode_limits():
-    features = [torch.zeros(1, 4, 64 // s, 64 // s) for s in (8, 16, 32)]
     for decode, xy_limit, wh_factor in (("darknet", 1.0, None), ("yolov5", 1.5, 4.0)):
         head = bare_head(decode).eval()
         for conv in head.m:
             conv.bias.data.fill_(30.0)
-        decoded = head(features)[0][0, 0]  # level 0, anchor 0, cell (0, 0)
+        decoded = head([torch.zeros(1, 4, 64 // s, 64 // s) for s in (8, 16, 32)])[0][0, 0]  # level 0, anchor 0, cell (0, 0)
         assert decoded[:2].tolist() == pytest.approx([xy_limit * 8, xy_limit * 8])
         if wh_factor is not None:
             assert decoded[2:4].tolist() == pytest.approx([40.0, 52.0])
@@ -257,11 +256,12 @@ def test_onnx_export(tmp_path, decode):
                       output_names=["output0"], dynamo=False)
     graph = onnx.load(str(file))
     onnx.checker.check_model(graph)
-    assert [d.dim_value for d in graph.graph.output[0].type.tensor_type.shape.dim] == [1, 60, 5 + NC]
+    assert [o.name for o in graph.graph.output] == ["output0"]
     ort = pytest.importorskip("onnxruntime")
     session = ort.InferenceSession(str(file))
     onnx_out = session.run(None, {"images": image.numpy()})[0]
-    assert torch.allclose(torch.from_numpy(onnx_out), model(image)[0], atol=1e-4)
+    assert onnx_out.shape == (1, 60, 5 + NC)
+    assert torch.allclose(torch.from_numpy(onnx_out), model(image)[0], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -165,7 +165,7 @@ def test_resume_restores_optimizer_ema_epoch_best_fitness_and_schedule(tiny_data
     ema_expected = {k: v.float() for k, v in ckpt["ema"].state_dict().items()}
     assert all(torch.equal(v, ema_expected[k]) for k, v in resumed.ema.ema.state_dict().items()
                if v.is_floating_point())
-    assert resumed.optimizer.param_groups[1]["lr"] == pytest.approx(0.01 * resumed.lf(1)), "saved after step"
+    assert resumed.optimizer.param_groups[1]["lr"] == pytest.approx(0.01 * resumed.lf(0)), "upstream lags one epoch"
     fresh = Trainer(make_options(tiny_data, tmp_path, epochs=4, noval=True, name="fresh"), CPU)
     fresh.setup()
     for trainer, epochs_done in ((fresh, 2), (resumed, 1)):  # both have now finished epoch 1
@@ -196,7 +196,7 @@ def test_callbacks_fire_with_upstream_names_order_and_arguments(tiny_data, tmp_p
     assert last.name == "last.pt" and final_epoch is True
     last, best, epoch, results = args["on_train_end"]
     assert best.name == "best.pt" and len(results) == 7
-    assert [k for _, _, k in calls if _ == "on_train_epoch_end"] == [{"epoch": 0}]
+    assert [k for name, _, k in calls if name == "on_train_epoch_end"] == [{"epoch": 0}]
 
 
 def test_early_stopping_and_save_period(tiny_data, tmp_path, monkeypatch):
