@@ -16,7 +16,7 @@ import csv
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -87,7 +87,7 @@ class ResultWriter:
         gain = torch.tensor(shape)[[1, 0, 1, 0]].to(det.device)
         boxes = (xyxy2xywh(det[:, :4]) if self.opt["save_format"] == 0 else det[:, :4]) / gain
         lines = []
-        for box, conf, cls in zip(boxes.tolist(), det[:, 4].tolist(), det[:, 5].tolist()):
+        for box, conf, cls in zip(boxes.tolist(), det[:, 4].tolist(), det[:, 5].tolist(), strict=False):
             values = (cls, *box, conf) if self.opt["save_conf"] else (cls, *box)
             lines.append(("%g " * len(values)).rstrip() % values)
         return lines
@@ -104,8 +104,8 @@ class ResultWriter:
             writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
             if new_file:
                 writer.writeheader()
-            for conf, cls in zip(det[:, 4].tolist(), det[:, 5].tolist()):
-                writer.writerow(dict(zip(CSV_COLUMNS, (image_name, names[int(cls)], f"{conf:.2f}"))))
+            for conf, cls in zip(det[:, 4].tolist(), det[:, 5].tolist(), strict=False):
+                writer.writerow(dict(zip(CSV_COLUMNS, (image_name, names[int(cls)], f"{conf:.2f}"), strict=False)))
 
     def save_crops(self, det: torch.Tensor, im0: np.ndarray, stem: str, names: dict) -> None:
         for *xyxy, _, cls in det.tolist():
@@ -168,7 +168,7 @@ def preprocess(im: np.ndarray, model: DetectMultiBackend) -> torch.Tensor:
 def describe(det: torch.Tensor, names: dict) -> str:
     """Return ``'2 persons, 1 tie, '`` for a detection tensor (n, 6)."""
     classes, counts = det[:, 5].unique(return_counts=True)
-    return "".join(f"{n} {names[int(c)]}{'s' * (n > 1)}, " for c, n in zip(classes.tolist(), counts.tolist()))
+    return "".join(f"{n} {names[int(c)]}{'s' * (n > 1)}, " for c, n in zip(classes.tolist(), counts.tolist(), strict=False))
 
 
 def annotate(im0: np.ndarray, det: torch.Tensor, names: dict, opt: dict) -> np.ndarray:
@@ -187,7 +187,7 @@ def process_image(det: torch.Tensor, item: dict, model: DetectMultiBackend, writ
     im0, p, im_shape = item["im0"], Path(item["path"]), item["shape"]
     det[:, :4] = scale_boxes(im_shape, det[:, :4], im0.shape).round()
     stem = p.stem if item["mode"] == "image" else f"{p.stem}_{item['frame']}"
-    s = item["s"] + "%gx%g " % tuple(im_shape) + describe(det, model.names)
+    s = f"{item['s']}{im_shape[0]}x{im_shape[1]} {describe(det, model.names)}"
     ascending = det.flip(0)  # upstream writes labels, CSV rows and crops from the lowest confidence up
     if opt["save_txt"] and len(det):
         writer.write_labels(stem, writer.label_lines(ascending, im0.shape))
@@ -215,8 +215,8 @@ def batch_items(path: Any, im: torch.Tensor, im0s: Any, vid_cap: Any, s: str, da
 def summarize(seen: int, times: Sequence[Profile], imgsz: Sequence[int], save_dir: Path, opt: dict,
               save_img: bool) -> None:
     speeds = tuple(t.t / max(seen, 1) * 1e3 for t in times)
-    LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}"
-                % speeds)
+    LOGGER.info(f"Speed: {speeds[0]:.1f}ms pre-process, {speeds[1]:.1f}ms inference, {speeds[2]:.1f}ms NMS per image "
+                f"at shape {(1, 3, *imgsz)}")
     if opt["save_txt"] or save_img:
         n = len(list(save_dir.glob("labels/*.txt")))
         labels = f"\n{n} labels saved to {save_dir / 'labels'}" if opt["save_txt"] else ""
@@ -228,7 +228,7 @@ def run(weights: Any = ROOT / "yolov5s.pt", source: Any = ROOT / "data/images", 
         imgsz: Any = (640, 640), conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000,
         device: str = "", view_img: bool = False, save_txt: bool = False, save_format: int = 0,
         save_csv: bool = False, save_conf: bool = False, save_crop: bool = False, nosave: bool = False,
-        classes: Optional[list[int]] = None, agnostic_nms: bool = False, augment: bool = False,
+        classes: list[int] | None = None, agnostic_nms: bool = False, augment: bool = False,
         visualize: bool = False, update: bool = False, project: Any = ROOT / "runs/detect", name: str = "exp",
         exist_ok: bool = False, line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False,
         half: bool = False, dnn: bool = False, vid_stride: int = 1) -> Path:
@@ -257,7 +257,7 @@ def run(weights: Any = ROOT / "yolov5s.pt", source: Any = ROOT / "data/images", 
                 pred = model(x, augment=augment, visualize=vis)
             with times[2]:
                 pred = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)
-            for det, item in zip(pred, batch_items(path, x, im0s, vid_cap, s, dataset)):
+            for det, item in zip(pred, batch_items(path, x, im0s, vid_cap, s, dataset), strict=False):
                 seen += 1
                 log = process_image(det, item, model, writer, viewer, opt)
                 LOGGER.info(f"{log}{'' if len(det) else '(no detections), '}{times[1].dt * 1e3:.1f}ms")
@@ -278,7 +278,7 @@ def strip_weights_copy(weights: Any, save_dir: Path) -> None:
             strip_optimizer(w, save_dir / Path(w).name)
 
 
-def parse_opt(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="YOLOv5 inference on images, videos, folders, cameras, streams")
     parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model path(s)")
     parser.add_argument("--source", type=str, default=ROOT / "data/images", help="file/dir/glob/.txt/video/0/URL")

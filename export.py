@@ -24,7 +24,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -45,7 +45,7 @@ SUPPORTED_FORMATS = ("torchscript", "onnx")
 VERIFY_TOLERANCE = {torch.float32: 1e-2, torch.float16: 1.0}  # max abs diff (pixels) before a warning
 
 
-def export_formats() -> "Any":
+def export_formats() -> Any:
     """Return upstream's format table as a pandas DataFrame (Format, Argument, Suffix, CPU, GPU)."""
     import pandas as pd
 
@@ -212,10 +212,10 @@ def prepare_model(weights: Any, device: torch.device, imgsz: Sequence[int], batc
     for m in model.modules():
         if isinstance(m, Detect):
             m.inplace, m.dynamic, m.export = inplace, dynamic, True  # instance attributes: (B, N, 5 + nc) output
-    for _ in range(2):
-        y = model(im)  # dry runs (also cache the grids the trace then records)
     if half:
         im, model = im.half(), model.half()
+    for _ in range(2):
+        y = model(im)  # dry runs (also cache the grids, so tracing records one consistent graph)
     names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
     shape = tuple((y[0] if isinstance(y, (list, tuple)) else y).shape)
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {weights} with output shape {shape} "
@@ -268,7 +268,7 @@ def _log_summary(exported: Sequence[Path], seconds: float) -> None:
                 f"\nPyTorch Hub:     model = torch.hub.load('{ROOT}', 'custom', '{f}', source='local')")
 
 
-def parse_opt(known: bool = False, argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_opt(known: bool = False, argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Export YOLOv5 .pt models to TorchScript / ONNX")
     parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="dataset.yaml path")
     parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model.pt path(s)")

@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Union
 
 REPO = Path(__file__).resolve().parent
 _PACKAGES = ("models", "utils", "extensions")
@@ -142,60 +142,60 @@ def custom(path: Union[str, Path] = "path/to/model.pt", autoshape: bool = True, 
 
 
 def yolov5n(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Optional[Any] = None) -> Any:
+            _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-nano (``yolov5n.pt``)."""
     return _create("yolov5n", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5s(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Optional[Any] = None) -> Any:
+            _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-small (``yolov5s.pt``)."""
     return _create("yolov5s", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5m(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Optional[Any] = None) -> Any:
+            _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-medium (``yolov5m.pt``)."""
     return _create("yolov5m", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5l(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Optional[Any] = None) -> Any:
+            _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-large (``yolov5l.pt``)."""
     return _create("yolov5l", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5x(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Optional[Any] = None) -> Any:
+            _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-xlarge (``yolov5x.pt``)."""
     return _create("yolov5x", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5n6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Optional[Any] = None) -> Any:
+             _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-nano-P6 (``yolov5n6.pt``)."""
     return _create("yolov5n6", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5s6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Optional[Any] = None) -> Any:
+             _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-small-P6 (``yolov5s6.pt``)."""
     return _create("yolov5s6", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5m6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Optional[Any] = None) -> Any:
+             _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-medium-P6 (``yolov5m6.pt``)."""
     return _create("yolov5m6", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5l6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Optional[Any] = None) -> Any:
+             _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-large-P6 (``yolov5l6.pt``)."""
     return _create("yolov5l6", pretrained, channels, classes, autoshape, _verbose, device)
 
 
 def yolov5x6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Optional[Any] = None) -> Any:
+             _verbose: bool = True, device: Any | None = None) -> Any:
     """YOLOv5-xlarge-P6 (``yolov5x6.pt``)."""
     return _create("yolov5x6", pretrained, channels, classes, autoshape, _verbose, device)

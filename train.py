@@ -23,10 +23,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.callbacks import Callbacks
+from utils.dataset_yaml import DatasetYAMLError
 from utils.dist import get_local_rank, is_main_process
 from utils.logging import LOGGER, colorstr
-from utils.train_options import (DEFAULT_CFG, DEFAULT_DATA, DEFAULT_HYP, DEFAULT_PROJECT, TrainError, TrainOptions,
-                                 explicit_overrides, prepare_new_run, restore_resume_options)
+from utils.train_options import (
+    DEFAULT_CFG,
+    DEFAULT_HYP,
+    DEFAULT_PROJECT,
+    TrainError,
+    TrainOptions,
+    explicit_overrides,
+    prepare_new_run,
+    restore_resume_options,
+)
 
 DEFAULTS = TrainOptions()
 
@@ -146,6 +155,6 @@ if __name__ == "__main__":
         main(parse_opt())
     except KeyboardInterrupt:
         sys.exit(130)
-    except (TrainError, FileNotFoundError) as error:
+    except (TrainError, FileNotFoundError, DatasetYAMLError) as error:
         LOGGER.error(f"{colorstr('red', 'train: error:')} {error}")
         sys.exit(1)

@@ -1,6 +1,6 @@
 """YOLOv1 detection head (Redmon et al. 2016) as a YAML module on any backbone.
 
-Output layout. The head pools its input feature map to ``S x S`` cells (``nn.AdaptiveAvgPool2d``, so any backbone
+Output layout. The head pools its input feature map to ``S x S`` cells (adaptive average pooling, so any backbone
 stride and input size work) and predicts ``B`` boxes and one class vector per cell. The training output has shape
 **(N, S, S, B*5 + C)**; along the last axis each cell holds::
 
@@ -79,7 +79,6 @@ class YOLOv1Head(nn.Module):
         self.variant, self.output, self.conf_target = variant, output, conf_target
         self.lambda_coord, self.lambda_noobj = float(lambda_coord), float(lambda_noobj)
         self.stride = torch.tensor([32.0])
-        self.pool = nn.AdaptiveAvgPool2d(self.S)
         if variant == "fc":
             self.m = nn.Sequential(nn.Flatten(1), nn.Linear(c1 * self.S * self.S, hidden),
                                    nn.LeakyReLU(0.1, inplace=True), nn.Dropout(dropout),
@@ -90,7 +89,7 @@ class YOLOv1Head(nn.Module):
     def forward(self, x: torch.Tensor):
         """Return the (N, S, S, B*5+C) grid in training, ``(decoded, grid)`` in eval (``(decoded,)`` if export)."""
         image_hw = (x.shape[2] * self.stride[0], x.shape[3] * self.stride[0])
-        out = self.m(self.pool(x))
+        out = self.m(adaptive_avg_pool(x, self.S))
         out = out.view(-1, self.S, self.S, self.no) if self.variant == "fc" else out.permute(0, 2, 3, 1).contiguous()
         if self.output == "sigmoid":
             out = out.sigmoid()
@@ -122,6 +121,27 @@ class YOLOv1Head(nn.Module):
 
         hyp = getattr(model, "hyp", None) or {}
         return YOLOv1Loss(self, conf_target=hyp.get("v1_conf_target", self.conf_target))
+
+
+def adaptive_avg_pool(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Return ``nn.functional.adaptive_avg_pool2d(x, size)`` (N, C, size, size) computed as two matrix products.
+
+    Same bins as PyTorch (cell i averages rows floor(i*H/size) .. ceil((i+1)*H/size) - 1), but exportable to ONNX
+    for any input size (ONNX's adaptive pooling needs size to divide H and W).
+    """
+    rows = _pool_matrix(x.shape[-2], size, x)  # (size, H)
+    cols = _pool_matrix(x.shape[-1], size, x)  # (size, W)
+    return rows @ x @ cols.T
+
+
+def _pool_matrix(length: int, size: int, like: torch.Tensor) -> torch.Tensor:
+    """Return the (size, length) averaging matrix of adaptive pooling from ``length`` to ``size`` bins."""
+    index = torch.arange(size, device=like.device)
+    start = torch.div(index * length, size, rounding_mode="floor")
+    end = torch.div((index + 1) * length + size - 1, size, rounding_mode="floor")
+    position = torch.arange(length, device=like.device)
+    inside = (position[None] >= start[:, None]) & (position[None] < end[:, None])
+    return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)
 
 
 def decode_yolov1(out: torch.Tensor, boxes: int, image_hw: tuple[Any, Any]) -> torch.Tensor:

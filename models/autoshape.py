@@ -10,7 +10,7 @@ import os
 import sys
 from copy import copy
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ XYXY_COLUMNS = ("xmin", "ymin", "xmax", "ymax", "confidence", "class", "name")
 XYWH_COLUMNS = ("xcenter", "ycenter", "width", "height", "confidence", "class", "name")
 
 
-def _detect_head(model: nn.Module) -> Optional[nn.Module]:
+def _detect_head(model: nn.Module) -> nn.Module | None:
     """Return the Detect layer of a DetectionModel (or of the one a DetectMultiBackend wraps), else None."""
     inner = getattr(model, "model", None)
     layers = getattr(inner, "model", None) if hasattr(model, "pt") else inner
@@ -171,7 +171,7 @@ class Detections:
     """
 
     def __init__(self, ims: list[np.ndarray], pred: list[torch.Tensor], files: list[str],
-                 times: Sequence[Profile] = (0, 0, 0), names: Optional[dict] = None, shape: Optional[Sequence] = None):
+                 times: Sequence[Profile] = (0, 0, 0), names: dict | None = None, shape: Sequence | None = None):
         self.ims, self.pred, self.files, self.times = ims, pred, files, times
         self.names = names if names is not None else {}
         device = pred[0].device if pred else torch.device("cpu")
@@ -179,8 +179,8 @@ class Detections:
                  for im in ims]
         self.xyxy = pred
         self.xywh = [xyxy2xywh(x) for x in pred]
-        self.xyxyn = [x / g for x, g in zip(self.xyxy, gains)]
-        self.xywhn = [x / g for x, g in zip(self.xywh, gains)]
+        self.xyxyn = [x / g for x, g in zip(self.xyxy, gains, strict=False)]
+        self.xywhn = [x / g for x, g in zip(self.xywh, gains, strict=False)]
         self.n = len(self.pred)
         self.t = tuple(getattr(x, "t", x) / max(self.n, 1) * 1e3 for x in times)
         self.s = tuple(shape) if shape is not None else ()
@@ -191,7 +191,7 @@ class Detections:
         if not pred.shape[0]:
             return s + "(no detections)"
         classes, counts = pred[:, 5].unique(return_counts=True)
-        return s + ", ".join(f"{n} {self.names[int(c)]}{'s' * (n > 1)}" for c, n in zip(classes, counts.tolist()))
+        return s + ", ".join(f"{n} {self.names[int(c)]}{'s' * (n > 1)}" for c, n in zip(classes, counts.tolist(), strict=False))
 
     def _annotate(self, i: int, labels: bool) -> np.ndarray:
         annotator = Annotator(np.ascontiguousarray(self.ims[i]).copy(), example=str(self.names))
@@ -200,7 +200,7 @@ class Detections:
             annotator.box_label(box, label if labels else "", color=colors(int(cls)))
         return np.asarray(annotator.result())
 
-    def _crops(self, i: int, save: bool, save_dir: Optional[Path]) -> list[dict]:
+    def _crops(self, i: int, save: bool, save_dir: Path | None) -> list[dict]:
         crops = []
         for *box, conf, cls in reversed(self.pred[i]):
             name = self.names[int(cls)]
@@ -240,13 +240,13 @@ class Detections:
         self.ims = [self._annotate(i, labels) for i in range(self.n)]
         return self.ims
 
-    def pandas(self) -> "Detections":
+    def pandas(self) -> Detections:
         """Return a copy whose xyxy/xyxyn/xywh/xywhn are lists of DataFrames (upstream column names)."""
         import pandas as pd
 
         new = copy(self)
         for key, columns in zip(("xyxy", "xyxyn", "xywh", "xywhn"),
-                                (XYXY_COLUMNS, XYXY_COLUMNS, XYWH_COLUMNS, XYWH_COLUMNS)):
+                                (XYXY_COLUMNS, XYXY_COLUMNS, XYWH_COLUMNS, XYWH_COLUMNS), strict=False):
             frames = []
             for boxes in getattr(self, key):
                 rows = [[*r[:5], int(r[5]), self.names[int(r[5])]] for r in boxes.tolist()]
@@ -254,7 +254,7 @@ class Detections:
             setattr(new, key, frames)
         return new
 
-    def tolist(self) -> list["Detections"]:
+    def tolist(self) -> list[Detections]:
         """Return one single-image Detections per image."""
         return [Detections([self.ims[i]], [self.pred[i]], [self.files[i]], self.times, self.names, self.s)
                 for i in range(self.n)]
@@ -267,7 +267,8 @@ class Detections:
 
     def __str__(self) -> str:
         lines = [self._summary(i, pred) for i, pred in enumerate(self.pred)]
-        speed = "Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape " % self.t
+        pre, inference, nms = self.t
+        speed = f"Speed: {pre:.1f}ms pre-process, {inference:.1f}ms inference, {nms:.1f}ms NMS per image at shape "
         return "\n".join(lines) + f"\n{speed}{self.s}"
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ import ast
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ def model_type(path: Union[str, Path] = "path/to/model.pt") -> dict[str, bool]:
     suffixes = [row[2] for row in EXPORT_FORMATS]
     hits = [name.endswith(s) for s in suffixes]
     hits[8] &= not hits[9]  # a *_edgetpu.tflite file is Edge TPU, not plain TFLite
-    flags = dict(zip(BACKEND_FLAGS, hits))
+    flags = dict(zip(BACKEND_FLAGS, hits, strict=False))
     flags["coreml"] |= name.endswith(".mlmodel")
     flags["xml"] |= name.endswith(".xml")
     flags["triton"] = not any(hits) and str(path).lower().startswith(("http://", "https://", "grpc://"))
@@ -63,7 +63,7 @@ def _names_dict(names: Any) -> dict[int, str]:
     return dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): v for k, v in names.items()}
 
 
-def _names_from_data(data: Any) -> Optional[dict[int, str]]:
+def _names_from_data(data: Any) -> dict[int, str] | None:
     """Return class names from a dataset YAML, or None (with a warning) when it is missing or has none."""
     if not data:
         return None

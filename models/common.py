@@ -13,6 +13,7 @@ Non-pickled inference wrappers (DetectMultiBackend, AutoShape, Detections) live 
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 from typing import Optional, Sequence, Union
@@ -355,6 +356,18 @@ class Classify(nn.Module):
         if isinstance(x, list):
             x = torch.cat(x, 1)
         return self.linear(self.drop(self.pool(self.conv(x)).flatten(1)))
+
+
+# Non-pickled inference wrappers live in their own modules; upstream code imports them from here, so they are
+# re-exported lazily (importing them eagerly would pull NMS, plotting and image IO into every model import).
+_LAZY_REEXPORTS = {"DetectMultiBackend": "models.backends", "AutoShape": "models.autoshape",
+                   "Detections": "models.autoshape"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_REEXPORTS:
+        return getattr(importlib.import_module(_LAZY_REEXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 for _cls in (Conv, GhostConv, Bottleneck, GhostBottleneck, SPP, SPPF, DWConv, Focus, CrossConv):

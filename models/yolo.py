@@ -90,12 +90,16 @@ class Detect(nn.Module):
         return grid, anchor_grid
 
     def _apply_to_tensors(self, fn) -> None:
-        """Apply a tensor function (``.to``, ``.half`` ...) to the non-buffer tensors this head keeps."""
+        """Apply a tensor function (``.to``, ``.half`` ...) to ``stride`` and drop the grid caches.
+
+        The caches are rebuilt from ``anchors`` (already converted) on the next forward; converting them instead
+        would fail for ``.to(memory_format=torch.channels_last)`` because they are 5-D.
+        """
         if self.stride is not None:
             self.stride = fn(self.stride)
-        self.grid = list(map(fn, self.grid))
+        self.grid = [self.anchors.new_empty(0) for _ in range(self.nl)]
         if isinstance(self.anchor_grid, list):
-            self.anchor_grid = list(map(fn, self.anchor_grid))
+            self.anchor_grid = [self.anchors.new_empty(0) for _ in range(self.nl)]
 
     def setup_model(self, model: "DetectionModel", ch: int) -> None:
         """Compute strides with a 256 px dry run, order and scale the anchors, and initialise biases."""

@@ -194,8 +194,8 @@ def _import_project_extensions(file: Path) -> None:
 def _offending_globals(file: Path, allowed: Iterable[Any]) -> list[str]:
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(file))
-    except Exception:
-        return ["<unknown: the file could not be scanned>"]
+    except Exception:  # not a torch zip/pickle at all: reported as an unreadable file by the caller
+        return []
     allowed_names = {_global_name(a) for a in allowed}
     return [n for n in names if n not in allowed_names and n.replace("__builtin__", "builtins") not in allowed_names]
 

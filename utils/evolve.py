@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def mutate(hyp: dict, parent: dict, rng: np.random.Generator, meta: dict = META)
     while gains.any() and np.all(factors == 1):
         factors = (gains * (rng.random(len(keys)) < MUTATION_PROB) * rng.standard_normal(len(keys))
                    * rng.random() * MUTATION_SIGMA + 1).clip(0.3, 3.0)
-    return clamp({k: float(parent.get(k, hyp[k])) * f for k, f in zip(keys, factors)}, meta)
+    return clamp({k: float(parent.get(k, hyp[k])) * f for k, f in zip(keys, factors, strict=True)}, meta)
 
 
 def clamp(hyp: dict, meta: dict = META) -> dict:
@@ -101,7 +101,7 @@ def record_generation(save_dir: Path, results: Sequence[float], hyp: dict) -> No
                f"# Best generation: {best}\n# Last generation: {len(table) - 1}\n"
                "# " + ", ".join(f"{k:>20s}" for k in RESULT_KEYS) + "\n"
                "# " + ", ".join(f"{v:>20.5g}" for v in table[best, :len(RESULT_KEYS)]) + "\n\n")
-    best_hyp = {k: round(float(v), 5) for k, v in zip(hyp, table[best, len(RESULT_KEYS):])}
+    best_hyp = {k: round(float(v), 5) for k, v in zip(hyp, table[best, len(RESULT_KEYS):], strict=True)}
     atomic_write_bytes(best_yaml, (comment + yaml.safe_dump(best_hyp, sort_keys=False)).encode())
     LOGGER.info(f"{PREFIX}{len(table)} generations finished, current result:\n{format_csv_header(keys)}\n"
                 f"{format_csv_row(values)}\nbest so far (generation {best}) saved to {best_yaml}")
@@ -116,7 +116,7 @@ def _initial_hyp(options: TrainOptions) -> tuple[dict, dict]:
     return hyp, meta
 
 
-def _history(csv: Path) -> Optional[np.ndarray]:
+def _history(csv: Path) -> np.ndarray | None:
     if not csv.is_file():
         return None
     table = read_csv_table(csv)[1]
@@ -133,7 +133,7 @@ def _warn_unused(options: TrainOptions) -> None:
         LOGGER.warning(f"{PREFIX}--evolve_population ignored: the v7.0-style evolution starts from --hyp")
 
 
-def evolve(options: TrainOptions, device: torch.device, callbacks: Optional[Callbacks] = None,
+def evolve(options: TrainOptions, device: torch.device, callbacks: Callbacks | None = None,
            trainer_class: Any = None) -> Path:
     """Run ``options.evolve`` generations in ``options.save_dir``; returns the ``evolve.csv`` path."""
     from utils.trainer import Trainer
@@ -151,12 +151,13 @@ def evolve(options: TrainOptions, device: torch.device, callbacks: Optional[Call
         if history is not None:
             rng = np.random.default_rng([options.seed, len(history)])
             header = read_csv_table(csv)[0]
-            parent = dict(zip(header[len(RESULT_KEYS):], select_parent(history, rng)[len(RESULT_KEYS):]))
+            parent = dict(zip(header[len(RESULT_KEYS):], select_parent(history, rng)[len(RESULT_KEYS):], strict=True))
             candidate = mutate(hyp, parent, rng, meta)
         LOGGER.info(f"{PREFIX}generation {generation + 1}/{options.evolve}: "
                     + ", ".join(f"{k}={v}" for k, v in candidate.items()))
         run_options = dataclasses.replace(options, hyp=dict(candidate))
-        results = trainer_class(run_options, device, callbacks if generation == 0 and callbacks else Callbacks()).train()
+        hooks = callbacks if generation == 0 and callbacks is not None else Callbacks()
+        results = trainer_class(run_options, device, hooks).train()
         record_generation(save_dir, results, candidate)
     plot_evolve(csv)
     LOGGER.info(f"Hyperparameter evolution finished {options.evolve} generations\nResults saved to "

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Sequence, Union
 
 import cv2
 import numpy as np
@@ -86,7 +86,7 @@ class LoadImages:
     """
 
     def __init__(self, path: SourceType, img_size: Union[int, Sequence[int]] = 640, stride: int = 32,
-                 auto: bool = True, transforms: Optional[Callable] = None, vid_stride: int = 1):
+                 auto: bool = True, transforms: Callable | None = None, vid_stride: int = 1):
         files = collect_source_files(path)
         images = [f for f in files if _suffix(f) in IMG_FORMATS]
         videos = [f for f in files if _suffix(f) in VID_FORMATS]
@@ -102,7 +102,7 @@ class LoadImages:
         if videos:
             self._new_video(videos[0])
 
-    def __iter__(self) -> "LoadImages":
+    def __iter__(self) -> LoadImages:
         self.count = 0
         return self
 
@@ -117,7 +117,7 @@ class LoadImages:
                 return item
         raise StopIteration
 
-    def _next_image(self, path: str) -> Optional[tuple[str, np.ndarray, np.ndarray, Any, str]]:
+    def _next_image(self, path: str) -> tuple[str, np.ndarray, np.ndarray, Any, str] | None:
         self.mode = "image"
         self.count += 1
         im0 = cv2.imread(path)
@@ -130,7 +130,7 @@ class LoadImages:
         s = f"image {self.count}/{self.nf} {path}: "
         return path, self._to_input(im0), im0, None, s
 
-    def _next_video_frame(self, path: str) -> Optional[tuple[str, np.ndarray, np.ndarray, Any, str]]:
+    def _next_video_frame(self, path: str) -> tuple[str, np.ndarray, np.ndarray, Any, str] | None:
         self.mode = "video"
         if self.cap is None or self.cap_path != path:
             self._new_video(path)
@@ -167,7 +167,7 @@ class LoadImages:
 
 
 def is_stream_source(source: str) -> bool:
-    """Return True for a camera index (``'0'``), a ``*.streams`` list, or an rtsp/rtmp/http URL without a file suffix."""
+    """Return True for a camera index (``'0'``), a ``*.streams`` list, or an rtsp/rtmp/http URL that is no file."""
     source = str(source)
     is_url = source.lower().startswith(STREAM_PREFIXES)
     is_file = _suffix(source) in (IMG_FORMATS + VID_FORMATS)
@@ -214,7 +214,7 @@ class LoadStreams:
     """
 
     def __init__(self, sources: str = "file.streams", img_size: Union[int, Sequence[int]] = 640, stride: int = 32,
-                 auto: bool = True, transforms: Optional[Callable] = None, vid_stride: int = 1,
+                 auto: bool = True, transforms: Callable | None = None, vid_stride: int = 1,
                  timeout: float = 10.0):
         self.mode = "stream"
         self.img_size, self.stride, self.transforms = img_size, stride, transforms
@@ -306,7 +306,7 @@ class LoadScreenshots:
     """Grab the screen (``'screen [number [left top width height]]'``) with the optional ``mss`` package."""
 
     def __init__(self, source: str, img_size: Union[int, Sequence[int]] = 640, stride: int = 32, auto: bool = True,
-                 transforms: Optional[Callable] = None):
+                 transforms: Callable | None = None):
         try:
             import mss
         except ImportError:
@@ -322,7 +322,7 @@ class LoadScreenshots:
         self.screen, self.img_size, self.stride, self.auto, self.transforms = screen, img_size, stride, auto, transforms
         self.mode, self.frame = "stream", 0
 
-    def __iter__(self) -> "LoadScreenshots":
+    def __iter__(self) -> LoadScreenshots:
         return self
 
     def __next__(self) -> tuple[str, np.ndarray, np.ndarray, None, str]:

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from utils.logging import LOGGER
 from utils.metric_plots import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
@@ -164,7 +165,8 @@ def _names_dict(names: Any, unique_classes: np.ndarray) -> dict[int, str]:
     return dict(enumerate(v for k, v in names.items() if k in unique_classes))
 
 
-def _class_curves(tp: np.ndarray, conf: np.ndarray, n_labels: int, px: np.ndarray, eps: float):
+def _class_curves(tp: np.ndarray, conf: np.ndarray, n_labels: int, px: np.ndarray,
+                  eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Return per-class (recall@px, precision@px, ap (k,), pr-curve@px) for detections sorted by conf desc.
 
     Args:
@@ -183,8 +185,9 @@ def _class_curves(tp: np.ndarray, conf: np.ndarray, n_labels: int, px: np.ndarra
     return recall_px, precision_px, aps, pr_curve
 
 
-def ap_per_class(tp, conf, pred_cls, target_cls, plot: bool = False, save_dir: str | Path = ".", names=(),
-                 eps: float = 1e-16, prefix: str = ""):
+def ap_per_class(tp: ArrayLike, conf: ArrayLike, pred_cls: ArrayLike, target_cls: ArrayLike, plot: bool = False,
+                 save_dir: str | Path = ".", names: Any = (), eps: float = 1e-16,
+                 prefix: str = "") -> tuple[np.ndarray, ...]:
     """Compute per-class P, R, F1 and AP (upstream YOLOv5 definition).
 
     Args:
@@ -196,7 +199,7 @@ def ap_per_class(tp, conf, pred_cls, target_cls, plot: bool = False, save_dir: s
     Returns:
         tp (c,), fp (c,), p (c,), r (c,), f1 (c,) at the confidence maximising the smoothed mean F1 (box filter
         f=0.1 over 1000 confidence points), ap (c, k), unique target classes (c,) int. Classes without both
-        predictions and labels get zeros.
+        predictions and labels get zeros. Detections with equal conf keep their input order (stable sort).
     """
     tp, conf, pred_cls = np.asarray(tp), np.asarray(conf), np.asarray(pred_cls)
     tp = tp.reshape(len(tp), -1).astype(np.float64)
@@ -217,14 +220,15 @@ def ap_per_class(tp, conf, pred_cls, target_cls, plot: bool = False, save_dir: s
     if plot:
         _plot_curves(px, pr_curves, ap, p_curve, r_curve, f1_curve, Path(save_dir), _names_dict(names, unique_classes),
                      prefix)
-    best = smooth(f1_curve.mean(0), 0.1).argmax()
+    best = smooth(f1_curve.mean(0), 0.1).argmax() if len(f1_curve) else 0
     p, r, f1 = p_curve[:, best], r_curve[:, best], f1_curve[:, best]
     tp_count = (r * n_targets).round()
     fp_count = (tp_count / (p + eps) - tp_count).round()
     return tp_count, fp_count, p, r, f1, ap, unique_classes.astype(int)
 
 
-def _plot_curves(px, pr_curves, ap, p_curve, r_curve, f1_curve, save_dir: Path, names: dict, prefix: str) -> None:
+def _plot_curves(px: np.ndarray, pr_curves: list, ap: np.ndarray, p_curve: np.ndarray, r_curve: np.ndarray,
+                 f1_curve: np.ndarray, save_dir: Path, names: dict, prefix: str) -> None:
     """Write the four ap_per_class figures into save_dir."""
     pr_stack = np.stack(pr_curves, 1) if pr_curves else np.zeros((len(px), 0))
     plot_pr_curve(px, pr_stack, ap, save_dir / f"{prefix}PR_curve.png", names)
@@ -396,7 +400,8 @@ def match_detections_voc(detections: torch.Tensor, labels: torch.Tensor, iou_thr
     return tp
 
 
-def ap_per_class_voc(tp, conf, pred_cls, target_cls, use_07_metric: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def ap_per_class_voc(tp: ArrayLike, conf: ArrayLike, pred_cls: ArrayLike, target_cls: ArrayLike,
+                     use_07_metric: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return per-class VOC AP (c,) and the unique target classes (c,) (Padilla toolkit definition).
 
     Args:

@@ -7,7 +7,7 @@ always returns complete results. It is fast because
 * per-class separation uses float64 coordinate offsets, so IoUs are exact to float32 input precision (upstream's
   float32 ``cls * 7680`` offsets round coordinates to 1/16 px for high class ids);
 * greedy NMS is prefix-consistent (whether the box at sorted position ``p`` survives depends only on positions
-  ``< p``), so only the shortest sorted prefix that yields ``max_det`` survivors is suppressed. The result is
+  ``< p``), so only a sorted prefix long enough to yield ``max_det`` survivors is suppressed. The result is
   identical to suppressing all candidates and truncating afterwards.
 
 One greedy NMS call is made per image: the CPU kernel's cost grows with (survivors x candidates), so a single call
@@ -236,18 +236,19 @@ def _offset_boxes(boxes: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor
 def _suppress_sorted(boxes: torch.Tensor, cls: torch.Tensor | None, iou_thres: float, max_det: int) -> torch.Tensor:
     """Greedy NMS on xyxy boxes (n, 4) sorted by decreasing confidence; returns kept positions (<= max_det,).
 
-    Suppresses the shortest prefix that yields ``max_det`` survivors (growing it 4x at a time); by prefix
-    consistency this equals suppressing everything and keeping the first ``max_det``. ``cls`` (n,) separates
-    classes; None is class-agnostic.
+    Suppresses only a sorted prefix, growing it (at least 2x, or to 1.25x the length the survivor rate so far
+    predicts) until it yields ``max_det`` survivors or covers everything; by prefix consistency this equals
+    suppressing everything and keeping the first ``max_det``. ``cls`` (n,) separates classes; None is agnostic.
     """
-    prefix = min(len(boxes), max(4 * max_det, 1024))
+    prefix = min(len(boxes), max(2 * max_det, 256))
     while True:
         shifted = _offset_boxes(boxes[:prefix], None if cls is None else cls[:prefix])
         ranks = -torch.arange(prefix, device=boxes.device, dtype=shifted.dtype)  # strictly decreasing: keeps order
         keep = nms(shifted, ranks, iou_thres)
         if len(keep) >= max_det or prefix >= len(boxes):
             return keep[:max_det]
-        prefix = min(len(boxes), prefix * 4)
+        predicted = int(1.25 * prefix * max_det / max(len(keep), 1))
+        prefix = min(len(boxes), max(2 * prefix, predicted))
 
 
 def _suppress_image(found: _Candidates, select: slice, iou_thres: float, agnostic: bool,

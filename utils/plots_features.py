@@ -61,7 +61,7 @@ def _render_grid(maps: np.ndarray) -> bytes:
     axes = figure.subplots(rows, GRID_COLUMNS, squeeze=False).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, fmap in zip(axes, maps):
+    for ax, fmap in zip(axes, maps, strict=False):
         ax.imshow(fmap)
     figure.subplots_adjust(wspace=0.05, hspace=0.05)
     buffer = io.BytesIO()

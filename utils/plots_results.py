@@ -66,7 +66,7 @@ def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "") -> 
     figure = _new_figure(12, 6)
     axes = figure.subplots(2, 5).ravel()
     epochs = values[:, 0] if values.size else np.zeros(0)
-    for ax, name in zip(axes, RESULTS_PANELS):
+    for ax, name in zip(axes, RESULTS_PANELS, strict=True):
         if name in header and values.size:
             y = values[:, header.index(name)]
             ax.plot(epochs, y, marker=".", label=csv.parent.name, linewidth=2, markersize=8)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Optional, Union
+from typing import Union
 
 import torch
 
@@ -16,13 +16,13 @@ class Profile:
         device: when a CUDA device is given, CUDA is synchronised before each clock read so GPU work is counted.
     """
 
-    def __init__(self, t: float = 0.0, device: Optional[Union[str, torch.device]] = None):
+    def __init__(self, t: float = 0.0, device: Union[str, torch.device] | None = None):
         self.t = t
         self.dt = 0.0
         self.start = 0.0
         self.cuda = device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available()
 
-    def __enter__(self) -> "Profile":
+    def __enter__(self) -> Profile:
         self.start = self.time()
         return self
 

@@ -36,7 +36,7 @@ class RunLogger:
         self.plots = plots
         self.csv = self.save_dir / "results.csv"
 
-    def register(self, callbacks: Any) -> "RunLogger":
+    def register(self, callbacks: Any) -> RunLogger:
         """Register this logger's actions on ``callbacks``; returns self."""
         for hook in ("on_pretrain_routine_end", "on_train_batch_end", "on_fit_epoch_end", "on_train_end"):
             callbacks.register_action(hook, name=f"run_logger.{hook}", callback=getattr(self, hook))

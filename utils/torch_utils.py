@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import platform
@@ -95,8 +96,9 @@ def initialize_weights(model: nn.Module) -> None:
             m.inplace = True
 
 
+@torch.no_grad()
 def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """Return a Conv2d (with bias) equivalent to ``bn(conv(x))`` in eval mode.
+    """Return a Conv2d (with bias, no gradients) equivalent to ``bn(conv(x))`` in eval mode.
 
     ``W' = diag(gamma / sqrt(var + eps)) W`` and ``b' = gamma * (b - mean) / sqrt(var + eps) + beta``.
     """
@@ -228,3 +230,14 @@ def _time_op(op: Any, x: torch.Tensor, n: int) -> tuple[float, float]:
             t_bwd = float("nan")
         t_fwd += (t1 - t0) * 1000 / n
     return t_fwd, t_bwd
+
+
+# Training helpers that upstream scripts import from ``utils.torch_utils`` live in focused modules that themselves
+# import this one, so they are re-exported lazily (PEP 562) to keep the upstream import paths working.
+_LAZY_REEXPORTS = {"ModelEMA": "utils.ema", "smart_optimizer": "utils.optim", "EarlyStopping": "utils.optim"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY_REEXPORTS:
+        return getattr(importlib.import_module(_LAZY_REEXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,7 +14,7 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 from utils.files import ROOT, check_file, check_yaml, increment_path, yaml_load
 from utils.logging import LOGGER, colorstr
@@ -56,11 +56,11 @@ class TrainOptions:
     noval: bool = False
     noautoanchor: bool = False
     noplots: bool = False
-    evolve: Optional[int] = None
+    evolve: int | None = None
     evolve_population: str = str(ROOT / "data" / "hyps")
-    resume_evolve: Optional[str] = None
+    resume_evolve: str | None = None
     bucket: str = ""
-    cache: Optional[str] = None
+    cache: str | None = None
     image_weights: bool = False
     device: str = ""
     multi_scale: bool = False
@@ -79,7 +79,7 @@ class TrainOptions:
     save_period: int = -1
     seed: int = 0
     local_rank: int = -1
-    entity: Optional[str] = None
+    entity: str | None = None
     upload_dataset: Union[bool, str] = False
     bbox_interval: int = -1
     artifact_alias: str = "latest"
@@ -91,7 +91,7 @@ class TrainOptions:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, values: dict, strict: bool = True, source: str = "options") -> "TrainOptions":
+    def from_dict(cls, values: dict, strict: bool = True, source: str = "options") -> TrainOptions:
         """Build options from a dict; unknown keys raise (``strict``) or are dropped with one warning.
 
         Raises:
@@ -110,7 +110,7 @@ class TrainOptions:
         return options
 
     @classmethod
-    def from_namespace(cls, namespace: argparse.Namespace) -> "TrainOptions":
+    def from_namespace(cls, namespace: argparse.Namespace) -> TrainOptions:
         """Convert the CLI namespace (``parse_opt()``'s result) into options."""
         return cls.from_dict(vars(namespace))
 
@@ -201,7 +201,7 @@ def _latest_resumable_checkpoint(options: TrainOptions) -> str:
     return max(found, key=os.path.getctime)
 
 
-def restore_resume_options(options: TrainOptions, overrides: Optional[dict] = None) -> TrainOptions:
+def restore_resume_options(options: TrainOptions, overrides: dict | None = None) -> TrainOptions:
     """Return the options of the run being resumed, read from its ``opt.yaml`` (else from ``ckpt['opt']``).
 
     ``weights`` becomes the checkpoint, ``cfg`` is cleared, ``resume`` is True and ``save_dir`` is the folder that
@@ -262,7 +262,7 @@ def prepare_new_run(options: TrainOptions) -> TrainOptions:
     return opt
 
 
-def explicit_overrides(options: TrainOptions, given: Optional[set] = None) -> dict:
+def explicit_overrides(options: TrainOptions, given: set | None = None) -> dict:
     """Return the :data:`RESUME_OVERRIDABLE` options that differ from their defaults (or were ``given``)."""
     defaults = TrainOptions()
     return {k: getattr(options, k) for k in RESUME_OVERRIDABLE

@@ -10,7 +10,7 @@ import random
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ class PretrainedSource:
     """What a ``--weights`` file provides: its checkpoint dict, its model (if pickled) and a float32 state dict."""
 
     checkpoint: dict
-    model: Optional[nn.Module]
+    model: nn.Module | None
     state_dict: dict
 
 
@@ -154,7 +154,7 @@ def fit_batch_size(batch_sizes: Sequence[int], memory_gb: Sequence[float], free_
     ``memory_gb[i]`` is the measured memory of ``batch_sizes[i]``; ``free_gb`` the memory available for batches.
     Fits ``memory = slope * batch + intercept`` and solves for the target; an anomalous result returns ``default``.
     """
-    pairs = [(b, m) for b, m in zip(batch_sizes, memory_gb) if m is not None and np.isfinite(m)]
+    pairs = [(b, m) for b, m in zip(batch_sizes, memory_gb, strict=True) if m is not None and np.isfinite(m)]
     if len(pairs) < 2:
         return default
     slope, intercept = np.polyfit([p[0] for p in pairs], [p[1] for p in pairs], deg=1)
@@ -186,7 +186,7 @@ def check_train_batch_size(model: nn.Module, imgsz: int = 640, amp: bool = True,
     return batch
 
 
-def _batch_memory_gb(model: nn.Module, batch: int, imgsz: int, device: torch.device, amp: bool) -> Optional[float]:
+def _batch_memory_gb(model: nn.Module, batch: int, imgsz: int, device: torch.device, amp: bool) -> float | None:
     try:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -212,13 +212,3 @@ def pretrained_model_yaml(source: PretrainedSource, weights: Any) -> Any:
                          f"--cfg (e.g. --cfg yolov5n.yaml)")
     return source.model.yaml
 
-
-def tensors_to_device(state: Any, device: torch.device) -> Any:
-    """Return ``state`` with every tensor moved to ``device`` (dicts and lists recursively)."""
-    if isinstance(state, torch.Tensor):
-        return state.to(device)
-    if isinstance(state, dict):
-        return {k: tensors_to_device(v, device) for k, v in state.items()}
-    if isinstance(state, (list, tuple)):
-        return type(state)(tensors_to_device(v, device) for v in state)
-    return state

@@ -17,7 +17,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ class TrainState:
     accumulate: int = 1
     best_fitness: float = 0.0
     fitness: float = 0.0
-    mean_loss: Optional[torch.Tensor] = None
+    mean_loss: torch.Tensor | None = None
     results: tuple = (0.0,) * 7
     maps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lr: list = field(default_factory=list)
@@ -82,13 +82,14 @@ class Trainer(TrainerSetup):
     Subclasses may override :meth:`compute_batch_loss` to train the same loop with another objective.
     """
 
-    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Optional[Callbacks] = None) -> None:
+    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> None:
         super().__init__(options, device, callbacks if callbacks is not None else Callbacks())
         self.state = TrainState()
 
     def train(self) -> tuple:
         """Run setup, the epochs and the final validation; returns the last results tuple (7 floats)."""
-        determinism = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        determinism = (torch.are_deterministic_algorithms_enabled(),
+                       torch.is_deterministic_algorithms_warn_only_enabled())
         try:
             self.setup()
             self.fit()
@@ -220,7 +221,7 @@ class Trainer(TrainerSetup):
     def _check_finite(self, loss: torch.Tensor, loss_items: torch.Tensor, i: int, epoch: int,
                       paths: Sequence[str]) -> None:
         if not torch.isfinite(loss).all():
-            items = ", ".join(f"{n}={v:.4g}" for n, v in zip(LOSS_NAMES, loss_items.tolist()))
+            items = ", ".join(f"{n}={v:.4g}" for n, v in zip(LOSS_NAMES, loss_items.tolist(), strict=True))
             self._raise_non_finite(f"loss ({items})", float(loss), i, epoch, paths)
 
     def _raise_non_finite(self, what: str, value: float, i: int, epoch: int, paths: Sequence[str]) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import subprocess
 from copy import deepcopy
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,15 +25,22 @@ from utils.optim import EarlyStopping, labels_to_class_weights, linear_lr, one_c
 from utils.run_logger import RunLogger
 from utils.torch_utils import de_parallel, torch_distributed_zero_first
 from utils.train_options import NothingToResumeError, TrainError, TrainOptions, load_hyp
-from utils.train_setup import (check_amp, check_train_batch_size, freeze_layers, init_seeds, pretrained_model_yaml,
-                               read_pretrained, transfer_weights)
+from utils.train_setup import (
+    check_amp,
+    check_train_batch_size,
+    freeze_layers,
+    init_seeds,
+    pretrained_model_yaml,
+    read_pretrained,
+    transfer_weights,
+)
 
 NOMINAL_BATCH_SIZE = 64  # upstream's nbs: gradients are accumulated up to this many images per optimizer step
 
 
 def git_info(path: Path = ROOT) -> dict:
     """Return ``{remote, branch, commit}`` of the repository at ``path`` (values None when unavailable)."""
-    def git(*args: str) -> Optional[str]:
+    def git(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=5)
             return (out.stdout.strip() or None) if out.returncode == 0 else None
@@ -59,8 +66,8 @@ class TrainerSetup:
         self.nbs = NOMINAL_BATCH_SIZE
         self.ema = None
         self.val_loader = None
-        self.run_logger: Optional[RunLogger] = None
-        self._resume_checkpoint: Optional[dict] = None
+        self.run_logger: RunLogger | None = None
+        self._resume_checkpoint: dict | None = None
         self.broadcast = broadcast_from_main
 
     def setup(self) -> None:

@@ -21,7 +21,7 @@ from utils.logging import LOGGER
 from utils.plots_results import read_csv_table
 from utils.run_logger import RESULTS_KEYS
 from utils.shape_drawing import SHAPE_NAMES
-from utils.train_options import NothingToResumeError, TrainOptions
+from utils.train_options import NothingToResumeError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"

@@ -185,6 +185,11 @@ def test_ap_per_class_missing_classes_and_plots(tmp_path):
     assert all((tmp_path / name).stat().st_size > 1000 for name in written)
 
 
+def test_ap_per_class_without_labels_returns_empty():
+    out = ap_per_class(np.ones((3, 10), bool), np.array([0.9, 0.5, 0.1]), np.zeros(3), np.zeros(0))
+    assert [x.shape for x in out] == [(0,), (0,), (0,), (0,), (0,), (0, 10), (0,)]
+
+
 # ---------------------------------------------------------------------------------------------- val matching
 def loop_process_batch(detections, labels, iouv):
     """Literal upstream algorithm (ties resolved as a reversed stable ascending sort)."""
