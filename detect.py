@@ -168,7 +168,8 @@ def preprocess(im: np.ndarray, model: DetectMultiBackend) -> torch.Tensor:
 def describe(det: torch.Tensor, names: dict) -> str:
     """Return ``'2 persons, 1 tie, '`` for a detection tensor (n, 6)."""
     classes, counts = det[:, 5].unique(return_counts=True)
-    return "".join(f"{n} {names[int(c)]}{'s' * (n > 1)}, " for c, n in zip(classes.tolist(), counts.tolist(), strict=False))
+    pairs = zip(classes.tolist(), counts.tolist(), strict=True)
+    return "".join(f"{n} {names[int(c)]}{'s' * (n > 1)}, " for c, n in pairs)
 
 
 def annotate(im0: np.ndarray, det: torch.Tensor, names: dict, opt: dict) -> np.ndarray:
@@ -236,12 +237,12 @@ def run(weights: Any = ROOT / "yolov5s.pt", source: Any = ROOT / "data/images", 
     opt = dict(locals())
     source = str(source)
     kinds = classify_source(source, nosave)
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     model = DetectMultiBackend(weights, device=select_device(device), dnn=dnn, data=data, fp16=half)
     imgsz = [imgsz, imgsz] if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
     imgsz = check_img_size(imgsz, s=model.stride)
     dataset = build_loader(source, kinds, imgsz, model, vid_stride)
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)  # created only once the inputs are valid
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     model.warmup(imgsz=(1 if model.pt else len(getattr(dataset, "sources", [0])), 3, *imgsz))
     writer = ResultWriter(save_dir, opt, kinds["save_img"])
     viewer = FrameViewer(view_img or kinds["webcam"] and display_available())
@@ -263,6 +264,8 @@ def run(weights: Any = ROOT / "yolov5s.pt", source: Any = ROOT / "data/images", 
                 LOGGER.info(f"{log}{'' if len(det) else '(no detections), '}{times[1].dt * 1e3:.1f}ms")
     finally:
         writer.close()
+        if hasattr(dataset, "close"):
+            dataset.close()  # stop stream reader threads
     summarize(seen, times, imgsz, save_dir, opt, kinds["save_img"])
     if update:
         strip_weights_copy(weights, save_dir)

@@ -3,7 +3,7 @@
 Every model is trained from scratch with ``train.run`` (same data, hyperparameters, epochs, image size, batch size
 and seed), then the table is printed:
 
-- params (M) and GFLOPs at ``--imgsz`` (upstream convention: thop MACs x 2);
+- params (M) and GFLOPs at ``--imgsz`` and at 640 (upstream convention: thop MACs x 2);
 - step img/s: forward + backward + SGD step on a random batch (model only, no data loading);
 - train s and e2e img/s: wall time of ``train.run`` (includes data loading and the final validation) and
   ``epochs * train images / wall``;
@@ -97,6 +97,7 @@ def profile_model(cfg: str, nc: int, imgsz: int, batch_size: int, steps: int) ->
         if step:
             timings.append(time.perf_counter() - start)
     return {"params": sum(p.numel() for p in model.parameters()) / 1e6, "gflops": model_flops(model, imgsz),
+            "gflops640": model_flops(model, 640),
             "step_ips": batch_size * len(timings) / sum(timings) if timings else float("nan")}
 
 
@@ -127,11 +128,11 @@ def _backbone_kwargs(cfg: str, args: argparse.Namespace) -> dict:
 
 def format_table(rows: list[dict], args: argparse.Namespace) -> str:
     """Return a Markdown table of the collected figures."""
-    header = (f"| model | params (M) | GFLOPs@{args.imgsz} | step img/s | train s | e2e img/s | mAP50 | mAP50-95 |\n"
-              "|---|---|---|---|---|---|---|---|")
+    header = (f"| model | params (M) | GFLOPs@{args.imgsz} | GFLOPs@640 | step img/s | train s | e2e img/s | mAP50 | "
+              "mAP50-95 |\n|---|---|---|---|---|---|---|---|---|")
     lines = [header]
     for r in rows:
-        gflops = f"{r['gflops']:.1f}" if r.get("gflops") is not None else "n/a"
+        gflops = " | ".join(f"{r[k]:.2f}" if r.get(k) is not None else "n/a" for k in ("gflops", "gflops640"))
         trained = (f"{r['train_s']:.0f} | {r['e2e_ips']:.2f} | {r['map50']:.4f} | {r['map']:.4f}" if "map" in r
                    else "- | - | - | -")
         lines.append(f"| {r['model']} | {r['params']:.2f} | {gflops} | {r['step_ips']:.2f} | {trained} |")

@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from utils import mosaic  # noqa: E402
 from utils.dataloaders import create_dataloader  # noqa: E402
 from utils.files import yaml_load  # noqa: E402
 from utils.shape_drawing import SHAPE_NAMES, draw_background, draw_shape, shape_polygons  # noqa: E402
@@ -78,9 +79,14 @@ def measure(images: Path, imgsz: int, batches: int, workers: int, cache, hyp: di
     Three warm-up batches run first (workers started). The CPU figure does not depend on other load on the
     machine; ``workers * 1000 / cpu_ms`` is the rate the loader would reach with that many idle cores.
     """
-    loader, dataset = create_dataloader(str(images), imgsz, 16, 32, hyp=hyp, augment=True, cache=cache,
-                                        workers=workers, shuffle=True, prefix="bench: ")
-    dataset.direct_mosaic = direct
+    original = mosaic.is_axis_aligned
+    if not direct:  # patched before the workers fork so that they inherit it
+        mosaic.is_axis_aligned = lambda matrix: False
+    try:
+        loader, _ = create_dataloader(str(images), imgsz, 16, 32, hyp=hyp, augment=True, cache=cache,
+                                      workers=workers, shuffle=True, prefix="bench: ")
+    finally:
+        mosaic.is_axis_aligned = original
     iterator = iter(_forever(loader))
     for _ in range(3):
         next(iterator)
@@ -96,9 +102,9 @@ def _forever(loader):
 
 
 def profile(images: Path, imgsz: int, hyp: dict, samples: int = 200) -> None:
-    """Print the top functions of the per-sample path (single process)."""
+    """Print the top functions (CPU time) of the per-sample path in this process."""
     _, dataset = create_dataloader(str(images), imgsz, 16, 32, hyp=hyp, augment=True, workers=0)
-    profiler = cProfile.Profile()
+    profiler = cProfile.Profile(time.process_time)
     profiler.enable()
     for i in range(samples):
         dataset[i % len(dataset)]

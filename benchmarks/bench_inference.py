@@ -125,7 +125,8 @@ def agreement(backends: dict, images: list[np.ndarray], imgsz: int) -> dict[str,
         dets = [non_max_suppression(o, 0.25, 0.45)[0] for o in outputs]
         n, n_ref = sum(len(d) for d in dets), sum(len(r) for r in ref_det)
         same = all(len(d) == len(r) and torch.equal(d[:, 5], r[:, 5]) for d, r in zip(dets, ref_det, strict=False))
-        box = max((float((d[:, :4] - r[:, :4]).abs().max()) for d, r in zip(dets, ref_det, strict=False) if len(d)), default=0.0)
+        pairs = [(d, r) for d, r in zip(dets, ref_det, strict=True) if len(d) and len(d) == len(r)]
+        box = max((float((d[:, :4] - r[:, :4]).abs().max()) for d, r in pairs), default=0.0)
         results[name] = (diff, f"{n}/{n_ref}" + (f", boxes within {box:.2g} px" if same else ", order/threshold ties"))
     return results
 

@@ -145,8 +145,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     columns = ["model", "params", "mAP50", "mAP50-95", "VOC AP50", "img/s", "train s"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [row["model"], f"{row['params']:,}", f"{row['mAP50']:.3f}", f"{row['mAP50-95']:.3f}",
-                 f"{row['VOC AP50']:.3f}", f"{row['img/s']:.1f}", f"{row['train s']:.0f}"]
+        cells = [row["model"], f"{row['params']:,}", f"{row['mAP50']:.4f}", f"{row['mAP50-95']:.4f}",
+                 f"{row['VOC AP50']:.4f}", f"{row['img/s']:.1f}", f"{row['train s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

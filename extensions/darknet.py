@@ -12,8 +12,6 @@ kernel, ``s`` stride, ``p`` padding (None = same), ``n`` repeats.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn as nn
 
@@ -25,7 +23,7 @@ from utils.checkpoint import register_safe_globals
 class DarknetConv(Conv):
     """Conv2d (no bias) -> BatchNorm2d -> LeakyReLU(slope); shape (B, c1, H, W) -> (B, c2, H/s, W/s)."""
 
-    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: Optional[int] = None, slope: float = 0.1):
+    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, slope: float = 0.1):
         super().__init__(c1, c2, k, s, p, act=nn.LeakyReLU(slope, inplace=True))
 
 

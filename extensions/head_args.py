@@ -36,7 +36,7 @@ def head_constructor_args(cls: Callable, given: Sequence[Any], fixed: dict[str, 
     options = dict(given.pop()) if given and isinstance(given[-1], dict) else {}
     if len(given) > len(free):
         raise ValueError(f"{cls.__name__} takes at most {len(free)} positional YAML arguments {free}, got {given}")
-    values = dict(zip(free, given))
+    values = dict(zip(free, given, strict=False))
     for key, value in options.items():
         if key not in free:
             close = difflib.get_close_matches(str(key), free, n=2)

@@ -1,6 +1,7 @@
 """Legacy YOLO heads as YAML modules: importing this registers everything the legacy YAMLs use.
 
-- :class:`~extensions.yolov1.YOLOv1Head` + :class:`~extensions.yolov1_loss.YOLOv1Loss` (``extensions/cfg/yolov1*.yaml``);
+- :class:`~extensions.yolov1.YOLOv1Head` + :class:`~extensions.yolov1_loss.YOLOv1Loss`
+  (``extensions/cfg/yolov1*.yaml``);
 - :class:`~extensions.yolov3.YOLOv3Head` + :mod:`extensions.yolov3_loss` (``extensions/cfg/yolov3*-legacy.yaml``);
 - the Darknet blocks :class:`~extensions.darknet.DarknetConv` and :class:`~extensions.darknet.DarknetResidual`.
 

@@ -116,11 +116,10 @@ class YOLOv1Head(nn.Module):
         self.stride = fn(self.stride)
 
     def make_loss(self, model: nn.Module):
-        """Return the YOLOv1 criterion for this head (see :class:`extensions.yolov1_loss.YOLOv1Loss`)."""
+        """Return the YOLOv1 criterion for this head (:class:`extensions.yolov1_loss.YOLOv1Loss`; hyp gains unused)."""
         from extensions.yolov1_loss import YOLOv1Loss
 
-        hyp = getattr(model, "hyp", None) or {}
-        return YOLOv1Loss(self, conf_target=hyp.get("v1_conf_target", self.conf_target))
+        return YOLOv1Loss(self)
 
 
 def adaptive_avg_pool(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -191,7 +191,8 @@ class Detections:
         if not pred.shape[0]:
             return s + "(no detections)"
         classes, counts = pred[:, 5].unique(return_counts=True)
-        return s + ", ".join(f"{n} {self.names[int(c)]}{'s' * (n > 1)}" for c, n in zip(classes, counts.tolist(), strict=False))
+        pairs = zip(classes.tolist(), counts.tolist(), strict=True)
+        return s + ", ".join(f"{n} {self.names[int(c)]}{'s' * (n > 1)}" for c, n in pairs)
 
     def _annotate(self, i: int, labels: bool) -> np.ndarray:
         annotator = Annotator(np.ascontiguousarray(self.ims[i]).copy(), example=str(self.names))

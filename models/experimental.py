@@ -53,7 +53,7 @@ class MixConv2d(nn.Module):
             a[0] = 1
             c_ = [int(x) for x in np.linalg.lstsq(a, b, rcond=None)[0].round()]
         self.m = nn.ModuleList(
-            nn.Conv2d(c1, c, kk, s, kk // 2, groups=math.gcd(c1, c), bias=False) for kk, c in zip(k, c_))
+            nn.Conv2d(c1, c, kk, s, kk // 2, groups=math.gcd(c1, c), bias=False) for kk, c in zip(k, c_, strict=True))
         self.bn = nn.BatchNorm2d(c2)
         self.act = nn.SiLU()
 

@@ -101,7 +101,7 @@ class Detect(nn.Module):
         if isinstance(self.anchor_grid, list):
             self.anchor_grid = [self.anchors.new_empty(0) for _ in range(self.nl)]
 
-    def setup_model(self, model: "DetectionModel", ch: int) -> None:
+    def setup_model(self, model: DetectionModel, ch: int) -> None:
         """Compute strides with a 256 px dry run, order and scale the anchors, and initialise biases."""
         s = 256
         self.inplace = model.inplace
@@ -186,7 +186,7 @@ class BaseModel(nn.Module):
             LOGGER.info(f"{'time (ms)':>10s} {'GFLOPs':>10s} {'params':>10s}  module")
         LOGGER.info(f"{times[-1]:10.2f} {flops:10.2f} {m.np:10.0f}  {m.type}")
 
-    def fuse(self) -> "BaseModel":
+    def fuse(self) -> BaseModel:
         """Fold every Conv's BatchNorm into its convolution (in place) for faster inference."""
         LOGGER.info("Fusing layers... ")
         for m in self.model.modules():
@@ -254,7 +254,7 @@ class DetectionModel(BaseModel):
         """Test-time augmentation: scales (1, 0.83, 0.67) with a left-right flip at 0.83; returns (y, None)."""
         img_size = x.shape[-2:]
         y = []
-        for si, fi in zip((1, 0.83, 0.67), (None, 3, None)):
+        for si, fi in zip((1, 0.83, 0.67), (None, 3, None), strict=True):
             xi = scale_img(x.flip(fi) if fi else x, si, gs=int(self.stride.max()))
             yi = self._forward_once(xi)[0]
             y.append(self._descale_pred(yi, fi, si, img_size))
@@ -281,7 +281,7 @@ class DetectionModel(BaseModel):
     def _initialize_biases(self, cf: Optional[torch.Tensor] = None) -> None:
         """Offset head biases: objectness for ~8 objects per 640 image, classes for 0.6 / nc (or ``cf``)."""
         m = self.model[-1]
-        for mi, s in zip(m.m, m.stride):
+        for mi, s in zip(m.m, m.stride, strict=True):
             b = mi.bias.view(m.na, -1)
             b.data[:, 4] += math.log(8 / (640 / s) ** 2)
             cls_prior = math.log(0.6 / (m.nc - 0.99999)) if cf is None else torch.log(cf / cf.sum())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -20,7 +19,7 @@ def write_image(path: Path, height: int = 64, width: int = 80, seed: int = 0, su
     return path
 
 
-def write_label(path: Path, text: Optional[str]) -> None:
+def write_label(path: Path, text: str | None) -> None:
     """Write a label file (None: do not create one)."""
     if text is None:
         return
@@ -28,7 +27,7 @@ def write_label(path: Path, text: Optional[str]) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def make_dataset(root: Path, labels: dict[str, Optional[str]], split: str = "train", size=(64, 80)) -> Path:
+def make_dataset(root: Path, labels: dict[str, str | None], split: str = "train", size=(64, 80)) -> Path:
     """Write ``images/<split>/<stem>.jpg`` and ``labels/<split>/<stem>.txt`` for each stem; returns the images dir."""
     for i, (stem, text) in enumerate(labels.items()):
         write_image(root / "images" / split / f"{stem}.jpg", size[0], size[1], seed=i)

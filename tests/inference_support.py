@@ -8,6 +8,8 @@ the head biases are zeroed, which gives spread-out, content-dependent confidence
 
 from __future__ import annotations
 
+import functools
+from copy import deepcopy
 from pathlib import Path
 
 import cv2
@@ -22,6 +24,11 @@ NAMES = {0: "circle", 1: "square", 2: "triangle"}
 
 def calibrated_yolov5n(nc: int = 3, seed: int = 0) -> Model:
     """Return an eval-mode yolov5n (``nc`` classes, names from NAMES) with calibrated BatchNorm statistics."""
+    return deepcopy(_calibrated_yolov5n(nc, seed))
+
+
+@functools.cache
+def _calibrated_yolov5n(nc: int, seed: int) -> Model:
     torch.manual_seed(seed)
     model = Model("yolov5n.yaml", nc=nc)
     for bn in model.modules():

@@ -22,6 +22,7 @@ from tests.inference_support import NAMES, calibrated_yolov5n, draw_scene, write
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM = REPO.parent / "shared" / "fixtures" / "upstream"
 ATOL = 1e-3  # pixels / probabilities
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
 
 @pytest.fixture(scope="module")

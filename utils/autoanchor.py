@@ -68,8 +68,11 @@ def check_anchors(dataset: Any, model: nn.Module, thr: float = 4.0, imgsz: int =
 
     The head's anchors (grid units) are replaced in place when new ones are better. Returns the final BPR.
     """
-    rng = _default_rng(rng)
     head = de_parallel(model).model[-1]
+    if not isinstance(getattr(head, "anchors", None), torch.Tensor):
+        LOGGER.info(f"{PREFIX}skipped: the {type(head).__name__} head has no anchors")
+        return 1.0
+    rng = _default_rng(rng)
     scale = rng.uniform(0.9, 1.1, size=len(dataset.shapes))
     wh = torch.tensor(label_wh(dataset, imgsz, scale), dtype=torch.float32)
     stride = head.stride.to(head.anchors.device).view(-1, 1, 1)

@@ -114,7 +114,8 @@ def _restricted_getattr(obj: Any, name: str) -> Any:
     Pickle (protocol 2) stores a reference to a class's function, such as ``Segment.detect = Detect.forward``,
     as ``getattr(Detect, 'forward')``. Any other use is refused, so a file cannot reach arbitrary objects.
     """
-    allowed = obj in set(_project_model_classes()) and isinstance(name, str) and not name.startswith("_")
+    allowed = (isinstance(obj, type) and obj in set(_project_model_classes()) and isinstance(name, str)
+               and not name.startswith("_"))
     value = getattr(obj, name, None) if allowed else None
     if not inspect.isfunction(value):
         raise UnsafeCheckpointError(f"{_REFUSED_GETATTR} getattr({_global_name(obj)}, {name!r}): only public methods "
@@ -214,7 +215,7 @@ def upgrade_legacy_model(model: nn.Module, inplace: bool = True) -> nn.Module:
             m.inplace = inplace
             if t is Detect and not isinstance(m.anchor_grid, list):
                 delattr(m, "anchor_grid")
-                setattr(m, "anchor_grid", [torch.zeros(1)] * m.nl)
+                m.anchor_grid = [torch.zeros(1)] * m.nl
         elif t is nn.Upsample and not hasattr(m, "recompute_scale_factor"):
             m.recompute_scale_factor = None
     return model

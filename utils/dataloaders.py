@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.util
 import os
 import random
 import sys
@@ -21,17 +20,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils.augmentations import letterbox
 from utils.dataset import LoadImagesAndLabels
 from utils.dataset_files import IMG_FORMATS, VID_FORMATS, img2label_paths
+from utils.inference_loaders import LoadImages, LoadScreenshots, LoadStreams  # re-exported (upstream location)
+from utils.label_cache import exif_size, verify_image_label
 from utils.logging import LOGGER
 
-# Inference loaders (LoadImages, LoadStreams, ...) live in utils/inference_loaders.py (owned separately) and are
-# re-exported here once that module exists.
-if importlib.util.find_spec("utils.inference_loaders") is not None:
-    from utils.inference_loaders import *  # noqa: F401,F403
-
 __all__ = ["create_dataloader", "InfiniteDataLoader", "SmartDistributedSampler", "seed_worker",
-           "LoadImagesAndLabels", "img2label_paths", "IMG_FORMATS", "VID_FORMATS", "torch_distributed_zero_first"]
+           "torch_distributed_zero_first", "LoadImagesAndLabels", "img2label_paths", "verify_image_label",
+           "exif_size", "letterbox", "IMG_FORMATS", "VID_FORMATS", "LoadImages", "LoadStreams", "LoadScreenshots"]
 
 GENERATOR_SEED_BASE = 6148914691236517205  # 0x5555555555555555, as upstream
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameter ids

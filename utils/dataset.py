@@ -114,6 +114,7 @@ class LoadImagesAndLabels(Dataset):
         self.rect = False if image_weights else rect
         self.mosaic = self.augment and not self.rect
         self.mosaic_border = [-img_size // 2, -img_size // 2]
+        self.direct_mosaic = True  # single-resample mosaic rendering (utils.mosaic_direct); False: canvas path
         self.albumentations = Albumentations(size=img_size) if augment else None
         self.im_files = list_image_files(path, prefix)
         self.label_files = img2label_paths(self.im_files)

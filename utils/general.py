@@ -14,6 +14,12 @@ from utils.boxes import (  # noqa: F401
     xyxy2xywh,
     xyxy2xywhn,
 )
+from utils.coco_eval import coco80_to_coco91_class  # noqa: F401
+from utils.dataset_yaml import check_dataset, datasets_dir  # noqa: F401
 from utils.files import ROOT, check_file, check_yaml, file_size, increment_path, yaml_load, yaml_save  # noqa: F401
+from utils.label_cache import NUM_THREADS  # noqa: F401
 from utils.logging import LOGGER, LOGGING_NAME, colorstr, emojis  # noqa: F401
+from utils.metrics import box_iou, fitness  # noqa: F401
+from utils.nms import non_max_suppression  # noqa: F401
 from utils.ops import check_img_size, make_divisible  # noqa: F401
+from utils.optim import labels_to_class_weights, labels_to_image_weights, one_cycle  # noqa: F401

@@ -57,7 +57,7 @@ class LabelError(ValueError):
 
 
 def exif_size(image: Image.Image) -> tuple[int, int]:
-    """Return the (width, height) of a PIL image after applying its EXIF rotation (tags 6 and 8 swap axes)."""
+    """Return the (width, height) of a PIL image after its EXIF orientation (values 5-8 swap the axes)."""
     width, height = image.size
     try:
         if image.getexif().get(EXIF_ORIENTATION_TAG) in (5, 6, 7, 8):

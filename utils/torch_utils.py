@@ -142,7 +142,8 @@ def model_info(model: nn.Module, verbose: bool = False, imgsz: int | Sequence[in
     """Log and return ``(layers, params, gradients, gflops)`` as upstream's summary line."""
     n_p, n_g = count_params(model), count_params(model, trainable_only=True)
     if verbose:
-        LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20} {'mu':>10} {'sigma':>10}")
+        LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20} {'mu':>10} "
+                    f"{'sigma':>10}")
         for i, (name, p) in enumerate(model.named_parameters()):
             LOGGER.info(f"{i:5g} {name:>40} {str(p.requires_grad):>9} {p.numel():12g} {str(list(p.shape)):>20} "
                         f"{p.mean():10.3g} {p.std() if p.numel() > 1 else 0.0:10.3g}")

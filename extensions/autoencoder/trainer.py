@@ -110,6 +110,10 @@ class PretrainTrainer:
             self.ema.ema.load_state_dict(ckpt["autoencoder_ema"])
             self.ema.updates = int(ckpt.get("ema_updates", 0))
         self.start_epoch, self.best_loss = int(ckpt["epoch"]) + 1, float(ckpt["best_loss"])
+        factor = self.scheduler.lr_lambdas[0](self.start_epoch)
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base_lr * factor
+        self.scheduler.last_epoch = self.start_epoch
         truncate_results(self.csv, self.start_epoch)
         LOGGER.info(f"Resuming pretraining from {self.opt.resume} at epoch {self.start_epoch} of {self.opt.epochs}")
 
@@ -123,7 +127,6 @@ class PretrainTrainer:
     def train(self) -> dict:
         """Run epochs ``start_epoch .. epochs-1``; returns ``{'last', 'best', 'best_loss', 'epoch'}``."""
         opt, epoch = self.opt, self.start_epoch - 1
-        self.scheduler.last_epoch = self.start_epoch - 1
         self.callbacks.run("on_train_start")
         LOGGER.info(f"Image size {self.imgsz}, {self.data.train_loader.num_workers} dataloader workers, pretext "
                     f"'{opt.pretext}', mask p={opt.mask_p}\nLogging results to {colorstr('bold', self.save_dir)}\n"

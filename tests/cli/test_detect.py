@@ -123,8 +123,10 @@ def test_missing_weights_and_corrupt_images_give_clear_errors(checkpoint, image_
     with pytest.raises(ValueError, match="not allowed"):
         detect.run(weights=checkpoint, source="https://example.com/a.jpg", project=tmp_path, **COMMON)
     with pytest.raises(SystemExit) as info:
-        detect.main(detect.parse_opt(["--weights", str(tmp_path / "missing.pt"), "--source", str(image_dir)]))
+        detect.main(detect.parse_opt(["--weights", str(tmp_path / "missing.pt"), "--source", str(image_dir),
+                                      "--project", str(tmp_path / "cli")]))
     assert info.value.code == 1
+    assert not (tmp_path / "cli").exists()  # a failed start leaves no empty run folder
 
 
 def test_parse_opt_defaults_match_upstream():

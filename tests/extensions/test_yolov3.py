@@ -97,7 +97,8 @@ def test_large_logits_reach_the_decode_limits():
         head = bare_head(decode).eval()
         for conv in head.m:
             conv.bias.data.fill_(30.0)
-        decoded = head([torch.zeros(1, 4, 64 // s, 64 // s) for s in (8, 16, 32)])[0][0, 0]  # level 0, anchor 0, cell (0, 0)
+        features = [torch.zeros(1, 4, 64 // s, 64 // s) for s in (8, 16, 32)]
+        decoded = head(features)[0][0, 0]  # level 0, anchor 0, cell (0, 0)
         assert decoded[:2].tolist() == pytest.approx([xy_limit * 8, xy_limit * 8])
         if wh_factor is not None:
             assert decoded[2:4].tolist() == pytest.approx([40.0, 52.0])
@@ -117,8 +118,8 @@ def positive_count(variant: str, targets: torch.Tensor, image_size: int = 256) -
         indices = YoloLoss(HYP, head.anchors, NC, head.stride).build_targets(p, targets)[2]
         return sum(len(i[0]) for i in indices)
     positives = YOLOv3Loss(bare_head(loss=variant), variant).assign(p, targets)
-    assert len(set(zip(*(t.tolist() for t in (positives.level, positives.image, positives.anchor, positives.gy,
-                                              positives.gx))))) == len(positives.level)  # one GT per slot
+    slots = (positives.level, positives.image, positives.anchor, positives.gy, positives.gx)
+    assert len(set(zip(*(t.tolist() for t in slots), strict=True))) == len(positives.level)  # one GT per slot
     return len(positives.level)
 
 
@@ -133,7 +134,7 @@ def test_darknet_assignment_picks_the_best_anchor_and_resolves_collisions():
     head = bare_head()
     targets = torch.cat((ONE_GT, ONE_GT, torch.tensor([[0, 0, 0.5, 0.5, 150 / 256, 190 / 256]])))
     positives = YOLOv3Loss(head, "darknet").assign(zero_logits(256), targets)
-    slots = sorted(zip(positives.target.tolist(), positives.level.tolist(), positives.anchor.tolist()))
+    slots = sorted(zip(positives.target.tolist(), positives.level.tolist(), positives.anchor.tolist(), strict=True))
     # GT 0 takes (P3, anchor 2) with IoU 1; GT 1 wants the same slot and falls back to (P3, anchor 1), IoU 0.42
     assert slots == [(0, 0, 2), (1, 0, 1), (2, 2, 1)]
 

@@ -7,13 +7,13 @@ import torch
 import torch.nn as nn
 
 from models.common import (
+    C3,
     C3SPP,
     C3TR,
     SPP,
     SPPF,
     Bottleneck,
     BottleneckCSP,
-    C3,
     C3Ghost,
     C3x,
     Classify,

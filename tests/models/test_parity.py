@@ -53,7 +53,7 @@ def test_train_mode_raw_outputs_match_upstream(upstream_fixture_dir, parity):
     with torch.no_grad():
         outputs = model(parity["input"])
     assert [o.shape for o in outputs] == [t.shape for t in parity["train"]]
-    for ours, theirs in zip(outputs, parity["train"]):
+    for ours, theirs in zip(outputs, parity["train"], strict=True):
         assert torch.allclose(ours, theirs, atol=ATOL, rtol=0)
 
 

@@ -11,8 +11,17 @@ import pytest
 
 import utils.augmentations as augmentations
 from tests.dataset_support import write_label
-from utils.augmentations import (Albumentations, apply_hsv_lut, box_candidates, copy_paste, hsv_lut, letterbox, mixup,
-                                 random_flips, random_perspective)
+from utils.augmentations import (
+    Albumentations,
+    apply_hsv_lut,
+    box_candidates,
+    copy_paste,
+    hsv_lut,
+    letterbox,
+    mixup,
+    random_flips,
+    random_perspective,
+)
 from utils.dataset import LoadImagesAndLabels
 from utils.mosaic import load_mosaic, load_mosaic9
 
@@ -237,3 +246,24 @@ def test_mosaic_with_rotation_uses_canvas_path(box_dataset):
     box_dataset.hyp = {**HYP, "degrees": 30.0, "shear": 5.0}
     image, labels = run_mosaic(box_dataset, 1)
     assert image.shape == (64, 64, 3) and (labels[:, 1:] <= 64).all()
+
+
+def test_mosaic_decodes_large_jpegs_at_reduced_size(tmp_path, monkeypatch):
+    """Sources much larger than the output are decoded at 1/2-1/8 size; labels still sit on their pixels."""
+    import utils.dataset as dataset_module
+
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[64:192, 96:224] = (0, 255, 255)  # box centre (160, 128), size (128, 128)
+    cv2.imwrite(str(tmp_path / "big.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    write_label(tmp_path / "big.txt", "0 0.625 0.5 0.5 0.5\n")
+    dataset = LoadImagesAndLabels(str(tmp_path), img_size=64, augment=True, hyp={**HYP, "hsv_h": 0, "hsv_s": 0,
+                                                                               "hsv_v": 0})
+    reductions = []
+    real_read = dataset_module.read_image
+    monkeypatch.setattr(dataset_module, "read_image", lambda f, r=1: reductions.append(r) or real_read(f, r))
+    for seed in range(6):
+        out, labels = run_mosaic(dataset, seed)
+        for _, x1, y1, x2, y2 in labels:
+            if min(x2 - x1, y2 - y1) >= 6:
+                assert out[int(np.ceil(y1)) + 1:int(y2) - 1, int(np.ceil(x1)) + 1:int(x2) - 1, 1].mean() > 200
+    assert set(reductions) <= {2, 4, 8} and reductions

@@ -13,8 +13,14 @@ import torch
 import utils.dataloaders as dataloaders
 import utils.image_cache as image_cache
 from tests.dataset_support import fingerprints, make_dataset, write_image, write_label
-from utils.dataloaders import (IMG_FORMATS, InfiniteDataLoader, LoadImagesAndLabels, SmartDistributedSampler,
-                               create_dataloader, img2label_paths)
+from utils.dataloaders import (
+    IMG_FORMATS,
+    InfiniteDataLoader,
+    LoadImagesAndLabels,
+    SmartDistributedSampler,
+    create_dataloader,
+    img2label_paths,
+)
 from utils.dataset import rect_batch_shapes
 from utils.dataset_files import list_image_files
 
@@ -70,7 +76,7 @@ def test_create_dataloader_batches(dataset_dir):
     loader, dataset = create_dataloader(str(dataset_dir), 64, 4, 32, workers=0)
     assert isinstance(loader, InfiniteDataLoader) and isinstance(dataset, LoadImagesAndLabels)
     assert len(loader) == 3 and dataset.n == 10
-    for epoch in range(2):  # the infinite loader yields exactly len() batches per epoch
+    for _ in range(2):  # the infinite loader yields exactly len() batches per epoch
         batches = list(loader)
         assert len(batches) == 3
     images, labels, paths, shapes = batches[0]

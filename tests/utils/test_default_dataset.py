@@ -9,8 +9,14 @@ import pytest
 
 import utils.default_dataset as default_dataset
 from tests.dataset_support import fingerprints
-from utils.default_dataset import (GENERATOR_VERSION, MARKER_FILE, ensure_builtin_dataset, ensure_shapes_dataset,
-                                   generate_shapes_dataset, render_sample)
+from utils.default_dataset import (
+    GENERATOR_VERSION,
+    MARKER_FILE,
+    ensure_builtin_dataset,
+    ensure_shapes_dataset,
+    generate_shapes_dataset,
+    render_sample,
+)
 from utils.label_cache import parse_label_text, verify_image_label
 from utils.shape_drawing import SHAPE_NAMES, shape_polygons
 

@@ -13,8 +13,15 @@ import pytest
 import utils.label_cache as label_cache
 from tests.dataset_support import fingerprints, make_dataset, write_image
 from utils.dataset import LoadImagesAndLabels
-from utils.label_cache import (CACHE_VERSION, LabelError, cache_labels, load_label_cache, parse_label_text,
-                               summary_text, verify_image_label)
+from utils.label_cache import (
+    CACHE_VERSION,
+    LabelError,
+    cache_labels,
+    load_label_cache,
+    parse_label_text,
+    summary_text,
+    verify_image_label,
+)
 
 
 @pytest.fixture
