@@ -210,7 +210,7 @@ def prepare_model(weights: Any, device: torch.device, imgsz: Sequence[int], batc
     im = torch.zeros(batch_size, 3, *imgsz, device=device)
     model.eval()
     for m in model.modules():
-        if isinstance(m, Detect):
+        if isinstance(m, Detect) or hasattr(type(m), "export"):  # Detect and extension heads with the same contract
             m.inplace, m.dynamic, m.export = inplace, dynamic, True  # instance attributes: (B, N, 5 + nc) output
     if half:
         im, model = im.half(), model.half()

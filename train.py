@@ -1,4 +1,4 @@
-"""Train a YOLOv5 detection model on a YOLO-format dataset (upstream ``train.py`` interface).
+"""Train a YOLOv5 detection model on a YOLO-format dataset (upstream train.py interface).
 
 With no arguments it trains yolov5n from scratch at 320 px on the built-in ``shapes`` dataset (generated locally on
 first use; nothing is downloaded) and finishes in a few minutes on a laptop CPU:
@@ -40,6 +40,10 @@ from utils.train_options import (
 DEFAULTS = TrainOptions()
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the module docstring's examples as written."""
+
+
 def parse_opt(known: bool = False) -> argparse.Namespace:
     """Parse upstream's ``train.py`` flags from ``sys.argv``; ``known=True`` ignores unknown arguments."""
     parser = build_parser()
@@ -48,8 +52,7 @@ def parse_opt(known: bool = False) -> argparse.Namespace:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every upstream ``train.py`` flag (defaults: see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--weights", type=str, default=DEFAULTS.weights,
                    help="initial weights path ('' = from scratch; never downloaded: put the .pt file locally)")
     p.add_argument("--cfg", type=str, default=DEFAULTS.cfg,
@@ -62,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total batch size for all GPUs, -1 for autobatch (CUDA only)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=DEFAULTS.imgsz,
                    help="train, val image size (pixels; upstream's default is 640)")
+    _add_run_flags(p)
+    return p
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Add the flags after ``--imgsz`` (run control, data options, logging) in upstream's order."""
     p.add_argument("--rect", action="store_true", help="rectangular training")
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="resume the most recent interrupted run, or the given last.pt")
@@ -98,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upload_dataset", nargs="?", const=True, default=False, help='Upload data, "val" option')
     p.add_argument("--bbox_interval", type=int, default=-1, help="Set bounding-box image logging interval")
     p.add_argument("--artifact_alias", type=str, default="latest", help="Version of dataset artifact to use")
-    return p
 
 
 def _check_distributed(options: TrainOptions) -> None:

@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch / onnxruntime / OpenCV threads")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--weights-dir", type=Path, default=os.environ.get("YOLOV5_WEIGHTS_DIR") or None)
-    parser.add_argument("--fixture", type=Path, default=ROOT.parent / "shared/fixtures/upstream/yolov5n-trained.pt",
+    parser.add_argument("--fixture", type=str, default=str(ROOT.parent / "shared/fixtures/upstream/yolov5n-trained.pt"),
                         help="upstream checkpoint with a .parity.pt next to it (accuracy check); '' to skip")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -197,13 +197,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.configs:
             rows += run_config(key, args, Path(tmp))
-        parity_rows = upstream_parity(args.fixture, args.threads, Path(tmp)) if args.fixture else []
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nCPU: {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, "
-          f"median of {args.runs} images, 1-min load average at the end {load:.1f}")
-    print("\n".join(header + rows))
-    if parity_rows:
-        print("\nAccuracy on trained weights (upstream's parity fixture):\n" + "\n".join(parity_rows))
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"\nCPU: {os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, "
+              f"median of {args.runs} images, 1-min load average at the end {load:.1f}")
+        print("\n".join(header + rows), flush=True)
+        if args.fixture:
+            parity_rows = upstream_parity(Path(args.fixture), args.threads, Path(tmp))
+            print("\nAccuracy on trained weights (upstream's parity fixture):\n" + "\n".join(parity_rows))
 
 
 if __name__ == "__main__":

@@ -13,14 +13,16 @@ The backbone reaches the detector through ``train.run(backbone_weights=...)`` wh
 through the documented fallback ``--weights BACKBONE_ONLY_FILE --cfg CFG`` (a bare ``model.{i}.*`` state dict:
 train.py copies exactly the backbone tensors). The script prints which one it used.
 
-Printed per arm: pretraining wall time, detection wall time, final-epoch mAP50 and mAP50-95 (``results.csv``), and
-the best mAP50-95 over the epochs. A markdown table is also written to ``PROJECT/results.md``.
+Printed per arm: pretraining wall time and best autoencoder val loss, detection wall time, final-epoch mAP50,
+mAP50-95 and validation loss (box + obj + cls, a convergence signal while mAP is still near zero) from
+``results.csv``, and the best mAP50-95 over the epochs. A markdown table is also written to ``PROJECT/results.md``.
 
 Usage::
 
     python benchmarks/bench_pretrain.py                                   # yolov5n, 128 px, small budget
     python benchmarks/bench_pretrain.py --imgsz 256 --pretrain-epochs 10 --det-epochs 20 --train-images 0
     python benchmarks/bench_pretrain.py --arms scratch ae_skips --det-epochs 3      # a subset of arms
+    python benchmarks/bench_pretrain.py --arms --extra long=runs/pretrain/exp/weights/best.pt   # your own backbone
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--det-epochs", type=int, default=5)
     p.add_argument("--train-images", type=int, default=160, help="first N train images (0 = all)")
     p.add_argument("--val-images", type=int, default=60, help="first N val images (0 = all)")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS)
+    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=FILE",
+                   help="more arms from existing backbone files or pretrainer checkpoints (e.g. longer pretraining)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     p.add_argument("--fixture", default=str(FIXTURE), help="trained detector for the 'upstream' arm")
@@ -107,7 +111,6 @@ def upstream_backbone(args: argparse.Namespace) -> Path | None:
 def detection_run(args: argparse.Namespace, data: str, backbone: Path | None, name: str) -> dict:
     """Train the detector (scratch when ``backbone`` is None); returns timings and metrics from results.csv."""
     import train
-    from utils.plots_results import read_csv_table
     from utils.train_options import TrainOptions
 
     kwargs = dict(cfg=args.cfg, data=data, epochs=args.det_epochs, imgsz=args.imgsz, batch_size=args.batch_size,
@@ -120,28 +123,39 @@ def detection_run(args: argparse.Namespace, data: str, backbone: Path | None, na
         LOGGER.info(f"{name}: backbone passed to train.run as {key}={backbone}")
     t0 = time.time()
     opt = train.run(**kwargs)
-    seconds = time.time() - t0
-    header, values = read_csv_table(Path(opt.save_dir) / "results.csv")
-    map50, map5095 = values[:, header.index("metrics/mAP_0.5")], values[:, header.index("metrics/mAP_0.5:0.95")]
-    return {"det_s": seconds, "map50": float(map50[-1]), "map": float(map5095[-1]), "best_map": float(map5095.max()),
-            "via": key}
+    return {"det_s": time.time() - t0, **summarize_detection(Path(opt.save_dir)), "via": key}
+
+
+def summarize_detection(save_dir: Path) -> dict:
+    """Final-epoch mAP50, mAP50-95 and val loss (box + obj + cls), and the best mAP50-95, from results.csv."""
+    from utils.plots_results import read_csv_table
+
+    header, values = read_csv_table(save_dir / "results.csv")
+    column = {name: values[:, header.index(name)] for name in header}
+    val_loss = column["val/box_loss"] + column["val/obj_loss"] + column["val/cls_loss"]
+    return {"map50": float(column["metrics/mAP_0.5"][-1]), "map": float(column["metrics/mAP_0.5:0.95"][-1]),
+            "best_map": float(column["metrics/mAP_0.5:0.95"].max()), "val_loss": float(val_loss[-1])}
 
 
 def report(rows: dict, args: argparse.Namespace, project: Path) -> str:
     lines = [f"cfg {args.cfg}, {args.imgsz} px, batch {args.batch_size}, pretrain {args.pretrain_epochs} epochs, "
              f"detection {args.det_epochs} epochs, train images {args.train_images or 'all'}, val images "
              f"{args.val_images or 'all'}, torch threads {torch.get_num_threads()}",
-             "", "| arm | pretrain s | AE best val loss | detection s | mAP50 | mAP50-95 | best mAP50-95 | via |",
-             "|---|---|---|---|---|---|---|---|"]
+             "", "| arm | pretrain s | AE best val loss | detection s | mAP50 | mAP50-95 | best mAP50-95 | "
+                 "det val loss | via |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, r in rows.items():
         lines.append(f"| {arm} | {r.get('pre_s', 0):.0f} | {r.get('ae_loss', float('nan')):.4f} | {r['det_s']:.0f} | "
-                     f"{r['map50']:.4f} | {r['map']:.4f} | {r['best_map']:.4f} | {r['via']} |")
+                     f"{r['map50']:.4f} | {r['map']:.4f} | {r['best_map']:.4f} | {r['val_loss']:.4f} | "
+                     f"{r['via']} |")
     text = "\n".join(lines)
     (project / "results.md").write_text(text + "\n")
     return text
 
 
 def main(args: argparse.Namespace) -> None:
+    from extensions.autoencoder.export import export_backbone
+
     if args.threads:
         torch.set_num_threads(args.threads)
     project = Path(args.project)
@@ -158,6 +172,10 @@ def main(args: argparse.Namespace) -> None:
                 continue
         rows[arm] = {**detection_run(args, data, backbone, arm), **extra}
         LOGGER.info(f"{arm}: {rows[arm]}")
+    for item in args.extra:
+        name, _, file = item.partition("=")
+        backbone = export_backbone(file, project / f"{name}_backbone.pt")
+        rows[name] = detection_run(args, data, backbone, name)
     print(report(rows, args, project))
 
 

@@ -7,7 +7,7 @@ Unlabeled image folders work (uniform weights).
     $ python -m extensions.pretrain                                          # yolov5n, built-in shapes data
     $ python -m extensions.pretrain --cfg yolov5s.yaml --data coco128.yaml --epochs 50 --img 320
     $ python -m extensions.pretrain --data path/to/images/ --no-skips        # unlabeled folder, no skip sums
-    $ python -m extensions.pretrain --weights yolov5s.pt --cfg yolov5s.yaml  # start from a detector's backbone
+    $ python -m extensions.pretrain --weights yolov5s.pt                     # start from a detector's backbone
     $ python -m extensions.pretrain --resume                                 # continue the newest interrupted run
     $ python train.py --cfg yolov5s.yaml --backbone-weights runs/pretrain/exp/weights/best.pt
 
@@ -20,17 +20,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if __name__ == "__main__" and str(ROOT) not in sys.path:  # `python extensions/pretrain.py` from any folder
     sys.path.insert(0, str(ROOT))
 
-from extensions.autoencoder.loss import P_PRETRAINED, P_SCRATCH, PRETEXTS
+from extensions.autoencoder.defaults import P_PRETRAINED, P_SCRATCH, PRETEXTS
 from utils.callbacks import Callbacks
 from utils.files import increment_path, yaml_load, yaml_save
 from utils.logging import LOGGER, colorstr
 
+DEFAULT_CFG = "yolov5n.yaml"  # as train.py
 DEFAULT_PROJECT = ROOT / "runs" / "pretrain"
 DEFAULT_DATA = str(ROOT / "data" / "shapes.yaml")
 RESUME_OVERRIDABLE = ("epochs", "device", "workers")
@@ -40,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the pretraining CLI (defaults: see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--cfg", type=str, default="yolov5n.yaml", help="detection model.yaml whose backbone is pretrained")
+    p.add_argument("--cfg", type=str, default="",
+                   help=f"detection model.yaml whose backbone is pretrained (default: the --weights checkpoint's "
+                        f"architecture, else {DEFAULT_CFG})")
     p.add_argument("--data", type=str, default=DEFAULT_DATA, help="dataset.yaml, or an image folder / .txt list")
     p.add_argument("--weights", type=str, default="", help="start the encoder from this detector/backbone file")
     p.add_argument("--epochs", type=int, default=30, help="total pretraining epochs")
@@ -77,8 +80,23 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+def resolve_cfg(opt: argparse.Namespace) -> Any:
+    """``--cfg`` if given, else the ``--weights`` checkpoint's model YAML dict, else :data:`DEFAULT_CFG`."""
+    if opt.cfg:
+        return opt.cfg
+    if opt.weights:
+        from extensions.autoencoder.export import weights_model_yaml
+
+        found = weights_model_yaml(opt.weights)
+        if found is not None:
+            LOGGER.info(f"--cfg not given: using the architecture stored in {opt.weights}")
+            return found
+    return DEFAULT_CFG
+
+
 def prepare_new_run(opt: argparse.Namespace) -> argparse.Namespace:
-    """Resolve defaults (``mask_p``), choose ``save_dir`` (``project/name`` incremented) and write ``opt.yaml``."""
+    """Resolve ``cfg`` and ``mask_p`` defaults, choose ``save_dir`` (``project/name`` incremented), write opt.yaml."""
+    opt.cfg = resolve_cfg(opt)
     if opt.mask_p is None:
         opt.mask_p = P_PRETRAINED if opt.weights else P_SCRATCH
     opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True))
@@ -119,7 +137,7 @@ def restore_resume_options(opt: argparse.Namespace, explicit: dict) -> argparse.
     return restored
 
 
-def main(opt: argparse.Namespace, callbacks: Optional[Callbacks] = None) -> argparse.Namespace:
+def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argparse.Namespace:
     """Pretrain with the options in ``opt``; returns the run's final options (``save_dir`` is the run folder)."""
     from extensions.autoencoder.trainer import PretrainTrainer
 

@@ -37,7 +37,7 @@ def _detect_head(model: nn.Module) -> nn.Module | None:
     """Return the Detect layer of a DetectionModel (or of the one a DetectMultiBackend wraps), else None."""
     inner = getattr(model, "model", None)
     layers = getattr(inner, "model", None) if hasattr(model, "pt") else inner
-    if isinstance(layers, nn.Sequential) and hasattr(layers[-1], "anchors"):
+    if isinstance(layers, nn.Sequential) and hasattr(type(layers[-1]), "export"):
         return layers[-1]
     return None
 

@@ -49,7 +49,7 @@ def check_file(file: PathLike, suffix: Any = "") -> str:
     missing and ``ValueError`` when a bare name matches several files.
     """
     file = str(file)
-    _check_suffix(file, suffix)
+    check_suffix(file, suffix)
     if not file or os.path.isfile(file):
         return file
     if file.startswith(("http:/", "https:/", "clearml://")):
@@ -70,12 +70,18 @@ def check_yaml(file: PathLike, suffix: tuple[str, ...] = (".yaml", ".yml")) -> s
     return check_file(file, suffix)
 
 
-def _check_suffix(file: str, suffix: Any) -> None:
-    if file and suffix:
-        suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
-        s = Path(file).suffix.lower()
+def check_suffix(file: Any = "yolov5s.pt", suffix: Any = (".pt",), msg: str = "") -> None:
+    """Raise ``ValueError`` unless each file (a path or a list of paths) has one of the ``suffix`` suffixes.
+
+    Files without a suffix, and an empty ``file`` or ``suffix``, are accepted (upstream semantics).
+    """
+    if not file or not suffix:
+        return
+    suffixes = tuple(s.lower() for s in ((suffix,) if isinstance(suffix, str) else suffix))
+    for f in [file] if isinstance(file, (str, os.PathLike)) else file:
+        s = Path(f).suffix.lower()
         if s and s not in suffixes:
-            raise ValueError(f"{file}: acceptable suffix is {suffixes}, not {s}")
+            raise ValueError(f"{msg}{f}: acceptable suffix is {suffixes}, not {s}")
 
 
 def increment_path(path: PathLike, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:

@@ -22,4 +22,5 @@ from utils.logging import LOGGER, LOGGING_NAME, colorstr, emojis  # noqa: F401
 from utils.metrics import box_iou, fitness  # noqa: F401
 from utils.nms import non_max_suppression  # noqa: F401
 from utils.ops import check_img_size, make_divisible  # noqa: F401
+from utils.profiling import Profile  # noqa: F401
 from utils.optim import labels_to_class_weights, labels_to_image_weights, one_cycle  # noqa: F401

@@ -316,3 +316,7 @@ def _plot_correlogram(labels: np.ndarray, path: Path) -> None:
             if col > 0:
                 axis.set_yticks([])
     _save_figure(figure, path, dpi=100)
+
+
+from utils.crops import save_one_box  # noqa: E402,F401  (upstream import path)
+from utils.plots_features import feature_visualization  # noqa: E402,F401

@@ -6,9 +6,17 @@
 - Everywhere: ``force_fp32=True`` (CLI ``--fp32``, env ``YOLOV5_FP32=1``, hub ``model.fp32 = True``) gives plain
   fp32 NCHW, the reference numerics.
 
-Numerics that must stay fp32 are computed outside the autocast region by the callers: loss and target assignment,
-NMS, metrics, EMA weights and optimizer state (parameters stay fp32 under autocast), BatchNorm statistics (autocast
-runs batch norm in fp32), box decoding (``Detect`` output is cast back with ``.float()``).
+Numerics that must stay fp32, and what autocast does to each (checked in tests/utils/test_precision.py):
+
+- parameters, gradients, optimizer state and EMA weights: autocast never changes parameter dtypes (fp32);
+- BatchNorm running statistics: batch norm runs in fp32 under autocast, its buffers stay fp32;
+- box decoding: ``Detect``'s decoded rows come out fp32 (its fp32 grid/anchor tensors promote the result), but the
+  sigmoid before them runs in bf16 (~0.1 px / 1 % box error at 320 px); the raw per-level outputs are bf16;
+- loss and target assignment: call the loss on ``float_outputs(pred)`` (``ComputeLoss`` on raw bf16 outputs
+  computes its objectness BCE in bf16, several percent off);
+- NMS and metrics: run on ``float_outputs(pred)``, outside the autocast region.
+
+Checkpoints are written by ``utils.checkpoint.make_checkpoint`` (fp16 copies) whatever the training precision.
 """
 
 from __future__ import annotations
@@ -17,27 +25,32 @@ import contextlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from utils.logging import LOGGER
 
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
+    """Return the feature flags of the first processor listed in ``cpuinfo`` (empty when unreadable, e.g. macOS)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="ignore") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
 
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Return True when this CPU executes bf16 matrix work natively (AMX-BF16 or AVX512-BF16) and oneDNN can use it."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="ignore") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        return False
-    if not ({"amx_bf16", "avx512_bf16"} & flags):
+    if not BF16_CPU_FLAGS & cpu_flags():
         return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -45,12 +58,28 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def float_outputs(outputs: Any) -> Any:
+    """Return ``outputs`` with every floating-point tensor cast to float32, keeping list/tuple nesting.
+
+    Model outputs produced under bf16/fp16 autocast (the raw per-level head tensors; a head may also return low
+    precision decoded rows) must be cast before the loss, NMS or metrics: e.g. ``ComputeLoss`` on raw bf16 outputs
+    computes the objectness BCE in bf16 and is off by several percent.
+    """
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, list):
+        return [float_outputs(x) for x in outputs]
+    if isinstance(outputs, tuple):
+        return tuple(float_outputs(x) for x in outputs)
+    return outputs
+
+
 @dataclass(frozen=True)
 class PrecisionPolicy:
     """Which autocast dtype and memory format to use on ``device_type``, and why."""
 
     device_type: str
-    autocast_dtype: Optional[torch.dtype]
+    autocast_dtype: torch.dtype | None
     channels_last: bool
     reason: str
 

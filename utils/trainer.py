@@ -156,6 +156,8 @@ class Trainer(TrainerSetup):
         """Forward, loss, backward and (every ``accumulate`` batches) an optimizer step for batch ``i``."""
         state = self.state
         state.step = ni = i + self.nb * epoch
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         images = images.to(self.device, non_blocking=True).float() / 255
         if ni <= self.nw:
             self._warmup(ni, epoch)
@@ -204,7 +206,7 @@ class Trainer(TrainerSetup):
         if factor != 1:
             new_shape = [math.ceil(x * factor / gs) * gs for x in images.shape[2:]]
             images = F.interpolate(images, size=new_shape, mode="bilinear", align_corners=False)
-        return images
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def _optimizer_step(self, i: int, epoch: int, paths: Sequence[str]) -> None:
         """Unscale, clip gradients to norm 10, step the optimizer and the EMA, zero the gradients."""
@@ -276,6 +278,8 @@ class Trainer(TrainerSetup):
         state = self.state
         ckpt = make_checkpoint(self.model, self.ema.ema, epoch, np.array([state.best_fitness]), self.ema.updates,
                                self.optimizer.state_dict(), self.opt.to_dict(), self.git)
+        for key in ("model", "ema"):  # checkpoints hold standard NCHW tensors whatever layout training used
+            ckpt[key].to(memory_format=torch.contiguous_format)
         save_checkpoint(ckpt, self.last)
         if state.best_fitness == state.fitness:
             save_checkpoint(ckpt, self.best)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 
@@ -40,12 +40,12 @@ class PretrainData:
 
     train_loader: Any
     train_dataset: Any
-    val_loader: Optional[Any]
+    val_loader: Any | None
     batch_flip_p: float
     labelled: bool
 
 
-def resolve_sources(data: Union[str, Path, dict]) -> tuple[Any, Optional[Any]]:
+def resolve_sources(data: Union[str, Path, dict]) -> tuple[Any, Any | None]:
     """Return ``(train source, val source or None)`` for a dataset YAML/dict or a plain image folder/list/file.
 
     Raises:
@@ -63,13 +63,13 @@ def resolve_sources(data: Union[str, Path, dict]) -> tuple[Any, Optional[Any]]:
 
 
 def _loader(source: Any, imgsz: int, batch_size: int, stride: int, augment: bool, shuffle: bool, workers: int,
-            cache: Optional[str], prefix: str) -> tuple[Any, Any]:
+            cache: str | None, prefix: str) -> tuple[Any, Any]:
     return create_dataloader(source, imgsz, batch_size, stride, hyp=dict(PRETRAIN_HYP), augment=augment,
                              cache=cache, rect=False, workers=workers, shuffle=shuffle, prefix=prefix)
 
 
 def build_pretrain_data(data: Union[str, Path, dict], imgsz: int, batch_size: int, stride: int, workers: int = 8,
-                        cache: Optional[str] = None, augment: bool = True) -> PretrainData:
+                        cache: str | None = None, augment: bool = True) -> PretrainData:
     """Build the train (augmented lightly) and val loaders; see the module docstring.
 
     Images are letterboxed to ``imgsz`` x ``imgsz`` (a multiple of ``stride``), batches are the loader's
@@ -95,7 +95,7 @@ def build_pretrain_data(data: Union[str, Path, dict], imgsz: int, batch_size: in
 
 
 def random_fliplr(images: torch.Tensor, targets: torch.Tensor, p: float,
-                  generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Flip each image of a (B, C, H, W) batch left-right with probability ``p``; mirror its label x (N, 6) too.
 
     Returns new tensors; the inputs are not modified.

@@ -20,13 +20,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 import torch.nn as nn
 
 from extensions.autoencoder.model import Autoencoder, Encoder
-from extensions.transfer import TransferReport, load_backbone_weights
+from extensions.transfer import TransferReport, extract_state_dict, load_backbone_weights, transfer_backbone
 from utils.checkpoint import extract_model, save_checkpoint, torch_safe_load
 from utils.logging import LOGGER
 
@@ -34,14 +34,14 @@ CHECKPOINT_FORMAT = "yolov5-autoencoder-pretrain/1"
 PathLike = Union[str, Path]
 
 
-def _float_state(module: nn.Module) -> "OrderedDict[str, torch.Tensor]":
+def _float_state(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
     return OrderedDict((k, v.detach().float().clone() if v.is_floating_point() else v.detach().clone())
                        for k, v in module.state_dict().items())
 
 
 def make_pretrain_checkpoint(model: Autoencoder, epoch: int, best_loss: float,
-                             optimizer: Optional[torch.optim.Optimizer] = None, ema: Any = None,
-                             opt: Optional[dict] = None) -> dict:
+                             optimizer: torch.optim.Optimizer | None = None, ema: Any = None,
+                             opt: dict | None = None) -> dict:
     """Build the checkpoint dict described in the module docstring (``ema`` is a :class:`utils.ema.ModelEMA`)."""
     source = ema.ema if ema is not None else model
     backbone = source.backbone_state_dict()
@@ -85,7 +85,7 @@ def load_pretrain_checkpoint(file: PathLike) -> dict:
     return ckpt
 
 
-def autoencoder_from_checkpoint(ckpt: Union[PathLike, dict], skips: Optional[bool] = None,
+def autoencoder_from_checkpoint(ckpt: Union[PathLike, dict], skips: bool | None = None,
                                 use_ema: bool = True) -> Autoencoder:
     """Rebuild the autoencoder of a pretrainer checkpoint (EMA weights when present and ``use_ema``), eval mode."""
     if not isinstance(ckpt, dict):
@@ -111,15 +111,34 @@ def init_encoder_from(weights: PathLike, model: Autoencoder) -> TransferReport:
     return report
 
 
-def detection_backbone(weights: PathLike) -> "OrderedDict[str, torch.Tensor]":
-    """Return the backbone tensors (``model.{i}.*``, fp32) of a detection checkpoint, upstream or ours."""
-    detector = extract_model(torch_safe_load(weights), weights)
+def weights_model_yaml(weights: PathLike) -> dict | None:
+    """Return the model YAML dict stored in a pretrainer or detection checkpoint, or None (e.g. a bare state dict)."""
+    ckpt = torch_safe_load(weights)
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        return ckpt["yaml"]
+    try:
+        model = extract_model(ckpt, weights)
+    except ValueError:
+        return None
+    yaml_dict = getattr(model, "yaml", None)
+    return yaml_dict if isinstance(yaml_dict, dict) else None
+
+
+def detection_backbone(ckpt: Any, source: PathLike = "<checkpoint>") -> OrderedDict[str, torch.Tensor]:
+    """Return the backbone tensors (``model.{i}.*``, fp32) of a loaded detection checkpoint, upstream or ours.
+
+    Raises:
+        ValueError: the checkpoint holds no model object, or none of its backbone tensors fits the rebuilt encoder.
+    """
+    detector = extract_model(ckpt, source)
     encoder = Encoder(detector.yaml)
-    load_backbone_weights(weights, encoder)
+    report = transfer_backbone(extract_state_dict(detector, str(source)), encoder, source=str(source))
+    if report.num_transferred < report.total:
+        raise ValueError(f"{source}: only {report.num_transferred}/{report.total} backbone tensors could be read")
     return _float_state(encoder)
 
 
-def backbone_tensors(source: Union[PathLike, Autoencoder, dict]) -> "OrderedDict[str, torch.Tensor]":
+def backbone_tensors(source: PathLike | Autoencoder | dict) -> OrderedDict[str, torch.Tensor]:
     """Return ``model.{i}.*`` backbone tensors from an autoencoder, a pretrainer checkpoint or a detection one."""
     if isinstance(source, Autoencoder):
         return source.backbone_state_dict()
@@ -128,7 +147,7 @@ def backbone_tensors(source: Union[PathLike, Autoencoder, dict]) -> "OrderedDict
     ckpt = torch_safe_load(source)
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
         return OrderedDict(ckpt["backbone"])
-    return detection_backbone(source)
+    return detection_backbone(ckpt, source)
 
 
 def export_backbone(source: Union[PathLike, Autoencoder, dict], file: PathLike) -> Path:

@@ -23,8 +23,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-PRETEXTS = ("none", "blur", "boxes")
-P_SCRATCH, P_PRETRAINED = 0.01, 0.05
+from extensions.autoencoder.defaults import P_PRETRAINED, P_SCRATCH, PRETEXTS
+
+__all__ = ["PRETEXTS", "P_SCRATCH", "P_PRETRAINED", "box_mask", "images_with_boxes", "loss_weights", "masked_mse",
+           "gaussian_kernel1d", "gaussian_blur", "blur_sigma", "pretext_pair", "ReconstructionLoss"]
 
 
 def box_mask(targets: torch.Tensor, batch_size: int, height: int, width: int) -> torch.Tensor:

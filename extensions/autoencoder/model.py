@@ -29,7 +29,7 @@ from collections import OrderedDict
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import torch
 import torch.nn as nn
@@ -122,7 +122,7 @@ def _shape(output) -> tuple:
     return tuple(output.shape) if isinstance(output, torch.Tensor) else ()
 
 
-def _power_of_two_stride(output, size: int) -> Optional[int]:
+def _power_of_two_stride(output, size: int) -> int | None:
     """Stride of a square feature map for a ``size`` input, or None (not a tensor, or not a power-of-two stride)."""
     if not isinstance(output, torch.Tensor) or output.dim() != 4 or size % output.shape[-1]:
         return None
@@ -142,13 +142,13 @@ def measure_layout(encoder: Encoder, ch: int, min_skip_stride: int = 4, size: in
     outputs = encoder(torch.zeros(1, ch, size, size))
     encoder.train(was_training)
     strides = [_power_of_two_stride(o, size) for o in outputs]
-    channels = [o.shape[1] if s is not None else None for o, s in zip(outputs, strides)]
+    channels = [o.shape[1] if s is not None else None for o, s in zip(outputs, strides, strict=True)]
     bottleneck = len(outputs) - 1
     if strides[bottleneck] is None:
         raise ValueError(f"the last backbone row must output one feature map at a power-of-two stride (the "
                          f"autoencoder's bottleneck), got {type(outputs[-1]).__name__} {_shape(outputs[-1])}")
     layout = EncoderLayout(strides, channels, bottleneck, strides[bottleneck])
-    for i, (stride, layer) in enumerate(zip(strides, encoder.model)):
+    for i, (stride, layer) in enumerate(zip(strides, encoder.model, strict=True)):
         if stride is None:
             continue
         layout.repeats[stride] = layout.repeats.get(stride, 0) + _csp_repeats(layer)
@@ -177,7 +177,7 @@ class DecoderLevel(nn.Module):
         skip_layer: encoder layer index whose output is added after the C3 (None: no skip at this stride).
     """
 
-    def __init__(self, c: int, n: int, skip_layer: Optional[int], c_next: Optional[int]):
+    def __init__(self, c: int, n: int, skip_layer: int | None, c_next: int | None):
         super().__init__()
         self.csp = C3(c, c, n) if n > 0 else nn.Identity()
         self.skip_layer = skip_layer
@@ -190,18 +190,18 @@ class DecoderLevel(nn.Module):
         return self.up(x)
 
 
-def _level_width(layout: EncoderLayout, stride: int, previous: Optional[int]) -> int:
+def _level_width(layout: EncoderLayout, stride: int, previous: int | None) -> int:
     """Decoder width at ``stride``: the skip's width, the bottleneck's at the top, the encoder's, or half the last."""
     skip = layout.skip_layers.get(stride)
     if skip is not None:
         return layout.channels[skip]
     if previous is None:
         return layout.channels[layout.bottleneck]
-    own = [c for s, c in zip(layout.strides, layout.channels) if s == stride]
+    own = [c for s, c in zip(layout.strides, layout.channels, strict=True) if s == stride]
     return own[-1] if own else max(previous // 2, MIN_CHANNELS)
 
 
-def _level_plan(layout: EncoderLayout) -> list[tuple[int, int, int, Optional[int]]]:
+def _level_plan(layout: EncoderLayout) -> list[tuple[int, int, int, int | None]]:
     """Return ``(stride, channels, csp repeats, skip layer)`` per decoder level, deep to shallow, down to stride 1."""
     plan, width, stride = [], None, layout.stride
     while stride >= 1:
@@ -273,7 +273,7 @@ class Autoencoder(nn.Module):
         """Number of backbone rows (``--freeze`` value that freezes exactly this encoder in the detector)."""
         return len(self.encoder.model)
 
-    def backbone_state_dict(self) -> "OrderedDict[str, torch.Tensor]":
+    def backbone_state_dict(self) -> OrderedDict[str, torch.Tensor]:
         """Return the encoder's tensors (detached fp32 copies for floating ones) keyed ``model.{i}.*``."""
         return OrderedDict((k, v.detach().float().clone() if v.is_floating_point() else v.detach().clone())
                            for k, v in self.encoder.state_dict().items())

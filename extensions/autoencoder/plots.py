@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ def _to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
 
 
 def reconstruction_grid(inputs: torch.Tensor, reconstructions: torch.Tensor, masks: torch.Tensor,
-                        targets: Optional[torch.Tensor] = None, rows: int = GRID_ROWS, gap: int = 4) -> np.ndarray:
+                        targets: torch.Tensor | None = None, rows: int = GRID_ROWS, gap: int = 4) -> np.ndarray:
     """Tile up to ``rows`` samples as ``input | reconstruction | [target |] mask`` rows; returns RGB uint8 (H, W, 3).
 
     Args:
@@ -90,6 +90,6 @@ def reconstruction_grid(inputs: torch.Tensor, reconstructions: torch.Tensor, mas
 
 
 def save_reconstruction_grid(file: PathLike, inputs: torch.Tensor, reconstructions: torch.Tensor,
-                             masks: torch.Tensor, targets: Optional[torch.Tensor] = None) -> Path:
+                             masks: torch.Tensor, targets: torch.Tensor | None = None) -> Path:
     """Save :func:`reconstruction_grid` as an image (format from the suffix, e.g. ``.png``), atomically."""
     return write_image_atomic(file, reconstruction_grid(inputs, reconstructions, masks, targets))

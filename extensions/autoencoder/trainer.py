@@ -20,7 +20,7 @@ import argparse
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class PretrainTrainer:
         last, best (checkpoint paths), csv (results.csv path).
     """
 
-    def __init__(self, opt: argparse.Namespace, callbacks: Optional[Callbacks] = None):
+    def __init__(self, opt: argparse.Namespace, callbacks: Callbacks | None = None):
         self.opt, self.callbacks = opt, callbacks or Callbacks()
         self.save_dir = Path(opt.save_dir)
         self.last, self.best = self.save_dir / "weights" / "last.pt", self.save_dir / "weights" / "best.pt"
@@ -90,7 +90,8 @@ class PretrainTrainer:
         self.model = self.policy.prepare_model(self.model.to(self.device))
         self.ema = ModelEMA(self.model) if opt.ema else None
         n_params = sum(p.numel() for p in self.model.parameters())
-        LOGGER.info(f"{colorstr('autoencoder:')} {opt.cfg} backbone ({self.model.backbone_layers} rows) + decoder, "
+        cfg_name = opt.cfg if isinstance(opt.cfg, str) else "checkpoint YAML"
+        LOGGER.info(f"{colorstr('autoencoder:')} {cfg_name} backbone ({self.model.backbone_layers} rows) + decoder, "
                     f"{n_params / 1e6:.2f}M parameters, stride {self.model.stride}, skips={self.model.skips}")
 
     def _setup_optimizer(self) -> None:
@@ -111,7 +112,7 @@ class PretrainTrainer:
             self.ema.updates = int(ckpt.get("ema_updates", 0))
         self.start_epoch, self.best_loss = int(ckpt["epoch"]) + 1, float(ckpt["best_loss"])
         factor = self.scheduler.lr_lambdas[0](self.start_epoch)
-        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
             group["lr"] = base_lr * factor
         self.scheduler.last_epoch = self.start_epoch
         truncate_results(self.csv, self.start_epoch)

@@ -138,6 +138,21 @@ def test_sppf_equals_spp_5_9_13():
     assert torch.allclose(sppf(X), spp(X), atol=1e-6)
 
 
+def test_sppf_fast_cpu_pooling_is_exact_and_keeps_nchw():
+    torch.manual_seed(0)
+    sppf = SPPF(8, 16, 5).eval()
+    with torch.no_grad():
+        x = sppf.cv1(X)
+        pooled = [x]
+        for _ in range(3):
+            pooled.append(nn.functional.max_pool2d(pooled[-1], 5, 1, 2))
+        expected = sppf.cv2(torch.cat(pooled, 1))
+        out = sppf(X)
+    assert torch.equal(out, expected) and out.is_contiguous()
+    with torch.no_grad():
+        assert torch.equal(torch.jit.trace(sppf, X)(X), expected)
+
+
 def test_ghost_layers_structure():
     ghost = GhostConv(8, 16, 1, 1)
     assert ghost.cv1.conv.out_channels == 8 and ghost.cv2.conv.groups == 8 and ghost.cv2.conv.kernel_size == (5, 5)

@@ -27,10 +27,17 @@ def test_cfg_prints_layer_table_and_summaries(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing written to the working directory
 
 
-def test_profile_and_line_profile(tmp_path):
+def test_line_profile(tmp_path):
     out = _run(tmp_path, "--cfg", "yolov5n.yaml", "--line-profile", "--imgsz", "64")
-    assert "time (ms)" in out and out.count("models.common.C3") >= 8 + 1 and "Total" in out
+    table = out[out.index("time (ms)"):].splitlines()
+    assert table[0].split() == ["time", "(ms)", "GFLOPs", "params", "module"]
+    assert table[1].split()[2:] == ["1760", "models.common.Conv"] and table[25].split()[-1] == "models.yolo.Detect"
+    assert table[26].split()[-1] == "Total"
+
+
+def test_profile(tmp_path):
     out = _run(tmp_path, "--cfg", "yolov3-tiny.yaml", "--profile", "--imgsz", "64")
-    assert "forward (ms)" in out and "backward (ms)" in out
-    row = out.splitlines()[[i for i, line in enumerate(out.splitlines()) if "forward (ms)" in line][0] + 1].split()
-    assert row[0] == "8852366"  # parameters of yolov3-tiny
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "forward (ms)" in line)
+    assert "backward (ms)" in lines[header]
+    assert lines[header + 1].split()[0] == "8852366"  # parameters of yolov3-tiny

@@ -11,6 +11,7 @@ from utils.files import (
     ROOT,
     atomic_write_bytes,
     check_file,
+    check_suffix,
     check_yaml,
     file_size,
     increment_path,
@@ -100,3 +101,11 @@ def test_file_size_in_megabytes(tmp_path):
     assert file_size(tmp_path / "a.bin") == pytest.approx(1.0)
     assert file_size(tmp_path) == pytest.approx(1.5)
     assert file_size(tmp_path / "missing") == 0.0
+
+
+def test_check_suffix_like_upstream():
+    check_suffix("best.pt")
+    check_suffix(["a.pt", "b.PT", "no_suffix"], (".pt",))
+    check_suffix("model.onnx", "")
+    with pytest.raises(ValueError, match=r"weights: model.onnx: acceptable suffix is \('.pt',\), not .onnx"):
+        check_suffix(["a.pt", "model.onnx"], ".pt", msg="weights: ")

@@ -336,3 +336,95 @@ def test_online_without_credentials_falls_back_to_offline(clean_env, tmp_path, w
     assert loggers.comet_logger is not None and loggers.comet_logger.offline
     assert any("Comet credentials have not been set" in w for w in warnings_seen)
     assert len(list((tmp_path / "comet").glob("*.zip"))) == 1
+
+
+# ------------------------------------------------------------------------------------------- through train.run
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> str:
+    """A dataset YAML for 8 train and 4 val images of the built-in shapes generator (64 px)."""
+    import yaml
+
+    from utils.default_dataset import generate_shapes_dataset
+    from utils.shape_drawing import SHAPE_NAMES
+
+    root = generate_shapes_dataset(tmp_path_factory.mktemp("data") / "tiny", {"train": 8, "val": 4})
+    data = {"path": str(root), "train": "images/train", "val": "images/val", "names": dict(enumerate(SHAPE_NAMES))}
+    file = root.parent / "tiny.yaml"
+    file.write_text(yaml.safe_dump(data))
+    return str(file)
+
+
+def train_once(data: str, project: Path) -> Path:
+    """One epoch at 64 px on CPU with validation (metrics are logged); returns the run folder."""
+    import train
+
+    opt = train.run(data=data, epochs=1, imgsz=64, batch_size=4, workers=0, device="cpu", noautoanchor=True,
+                    noplots=True, project=str(project), name="exp", seed=0)
+    return Path(opt.save_dir)
+
+
+@pytest.fixture(scope="module")
+def comet_offline_run(tiny_data, tmp_path_factory) -> tuple[Path, Path]:
+    """A 1-epoch run with ``COMET_MODE=offline``; returns ``(run folder, offline directory)``."""
+    pytest.importorskip("comet_ml")
+    offline = tmp_path_factory.mktemp("comet")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name in COMET_ENV:
+            monkeypatch.delenv(name, raising=False)
+        offline_env(monkeypatch, offline)
+        monkeypatch.setenv("COMET_ERROR_TRACKING_ENABLE", "false")
+        run = train_once(tiny_data, tmp_path_factory.mktemp("runs"))
+    return run, offline
+
+
+@pytest.mark.slow
+def test_train_run_comet_offline_archive_equals_results_csv(comet_offline_run):
+    run, offline = comet_offline_run
+    key = read_experiment_key(run)
+    archive = offline / f"{key}.zip"
+    assert archive.is_file(), sorted(p.name for p in offline.iterdir())
+    table = csv_by_epoch(run / "results.csv")
+    assert list(table) == [0]
+    assert_same_metrics(comet_archive_metrics(archive), table)
+    with zipfile.ZipFile(archive) as archive_file:
+        uploads = [json.loads(line)["payload"] for line in archive_file.read("messages.json").decode().splitlines()
+                   if json.loads(line)["type"] == "file_upload"]
+    models = [u for u in uploads if u.get("upload_type") == "model-element"]
+    assert models and all(u["metadata"]["epochs_trained"] == 1 for u in models)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not tensorboard_available(), reason="tensorboard is not installed")
+def test_train_run_writes_tensorboard_events(comet_offline_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, _ = comet_offline_run
+    events = list(run.glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    accumulator = EventAccumulator(str(events[0])).Reload()
+    assert sorted(accumulator.Tags()["scalars"]) == sorted(RESULTS_KEYS)
+    table = csv_by_epoch(run / "results.csv")
+    assert [accumulator.Scalars(k)[0].value for k in RESULTS_KEYS] == \
+        pytest.approx([table[0][k] for k in RESULTS_KEYS], rel=1e-4, abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["unimportable", "raises"])
+def test_broken_comet_leaves_results_csv_unchanged(failure, comet_offline_run, tiny_data, tmp_path, clean_env,
+                                                   warnings_seen):
+    offline_env(clean_env, tmp_path / "comet")
+    if failure == "unimportable":
+        clean_env.setitem(sys.modules, "comet_ml", None)
+    else:
+        import comet_ml
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("comet backend exploded")
+
+        clean_env.setattr(comet_ml, "OfflineExperiment", broken)
+    run = train_once(tiny_data, tmp_path / "runs")
+    reference, _ = comet_offline_run
+    assert (run / "results.csv").read_text() == (reference / "results.csv").read_text()
+    assert (run / "weights" / "best.pt").is_file() and not (tmp_path / "comet").exists()
+    expected = "cannot be imported" if failure == "unimportable" else "comet backend exploded"
+    assert sum(expected in w for w in warnings_seen) == 1

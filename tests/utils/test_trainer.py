@@ -47,6 +47,7 @@ def bare_trainer(batch_size: int = 16, nw: int = 100, epochs: int = 10) -> Train
     trainer.lf = linear_lr(epochs, 0.01)
     torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lr_lambda=trainer.lf)
     trainer.nw, trainer.nbs, trainer.batch_size, trainer.imgsz, trainer.gs = nw, 64, batch_size, 320, 32
+    trainer.channels_last = True
     trainer.state = TrainState()
     return trainer
 
@@ -67,7 +68,9 @@ def test_warmup_interpolates_lr_momentum_and_accumulation():
 
 def test_multi_scale_sizes_are_stride_multiples_within_half_and_one_and_half():
     trainer = bare_trainer()
-    sizes = {tuple(trainer._multi_scale(torch.zeros(1, 3, 320, 256)).shape[2:]) for _ in range(40)}
+    resized = [trainer._multi_scale(torch.zeros(1, 3, 320, 256)) for _ in range(40)]
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x in resized)
+    sizes = {tuple(x.shape[2:]) for x in resized}
     assert len(sizes) > 3
     for height, width in sizes:
         assert height % 32 == 0 and width % 32 == 0 and 160 <= height <= 480 + 32
@@ -107,7 +110,8 @@ def test_setup_scales_loss_gains_weight_decay_and_sets_model_attributes(tiny_dat
     model = trainer.model
     assert model.nc == 8 and model.names == dict(enumerate(SHAPE_NAMES)) and model.hyp is hyp
     assert model.class_weights.shape == (8,) and model.class_weights.sum() == pytest.approx(8.0)
-    assert callable(trainer.compute_loss) and trainer.amp is False
+    assert callable(trainer.compute_loss) and trainer.amp is False and trainer.channels_last
+    assert model.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_freeze_keeps_frozen_parameters_unchanged(tiny_data, tmp_path):
@@ -143,6 +147,7 @@ def test_non_finite_loss_is_reported_with_its_batch_and_keeps_last_pt(tiny_data,
     assert "this batch triggered it" in message and f"--resume {trainer.last}" in message
     ckpt = torch_safe_load(trainer.last)
     assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None, "last.pt of epoch 0 stays resumable"
+    assert all(p.is_contiguous() for p in [*ckpt["model"].parameters(), *ckpt["ema"].parameters()])
     assert torch.isfinite(torch.cat([p.flatten().float() for p in ckpt["model"].parameters()])).all()
 
 

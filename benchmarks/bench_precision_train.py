@@ -1,0 +1,244 @@
+"""Accuracy guard for the CPU fast path: train the same model on the built-in dataset in fp32 and in the fast path.
+
+Both runs use the same model (``--cfg``, from scratch), data (``--data``, default: the built-in ``shapes``
+dataset), image size, batch size, seed and epochs through ``train.run``; the only difference is the precision:
+
+* ``fp32``: ``--fp32`` when train.py has that flag, and the environment variable ``YOLOV5_FP32=1`` (read by
+  ``utils.precision.select_precision``) in any case;
+* ``fast``: neither (the precision policy's default: bf16 autocast + channels_last on CPUs with native bf16).
+
+Reported: per-run wall time, the precision each run logged (``precision: ...`` lines), both mAP curves (from each
+run's ``results.csv``), final and best mAP50 and mAP50-95, and the fast-minus-fp32 final mAP50 against the target
+(|difference| <= 0.01). Then the fp32-trained ``best.pt`` is run on ``--compare-images`` validation images in fp32
+NCHW and in bf16 + channels_last and the detections after NMS (conf 0.25, IoU 0.45) are compared (count, matched
+box IoU and pixel difference, confidence difference, class agreement). A plot of both curves is written to
+``--plot`` (default ``docs/images/precision_map.png``), atomically.
+
+This is a long experiment (two full trainings): run it on a quiet machine.
+
+Usage: ``python benchmarks/bench_precision_train.py [--epochs 30] [--imgsz 320] [--batch-size 16] [--workers 2]
+[--project runs/bench_precision] [--plot docs/images/precision_map.png] [--compare-images 32]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import cv2
+import numpy as np
+import torch
+
+import train
+from utils.augmentations import letterbox
+from utils.checkpoint import load_model
+from utils.dataset_yaml import check_dataset
+from utils.logging import LOGGER
+from utils.metrics import box_iou
+from utils.nms import non_max_suppression
+from utils.precision import cpu_has_native_bf16, float_outputs, select_precision
+from utils.train_options import DEFAULT_DATA
+
+MAP50_TOLERANCE = 0.01
+MODES = ("fp32", "fast")
+
+
+class _Capture(logging.Handler):
+    """Collect the project logger's ``precision: ...`` lines during a run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "precision:" in message:
+            self.lines.append(message.strip())
+
+
+def trainer_has_fp32_flag() -> bool:
+    """True when train.py accepts ``--fp32``."""
+    return any("--fp32" in action.option_strings for action in train.build_parser()._actions)
+
+
+@contextlib.contextmanager
+def fp32_environment(force: bool):
+    """Set ``YOLOV5_FP32=1`` (force) or unset it for the duration; restore the previous value afterwards."""
+    previous = os.environ.pop("YOLOV5_FP32", None)
+    if force:
+        os.environ["YOLOV5_FP32"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("YOLOV5_FP32", None)
+        if previous is not None:
+            os.environ["YOLOV5_FP32"] = previous
+
+
+def train_once(mode: str, args: argparse.Namespace) -> dict:
+    """Train one run in ``mode`` ('fp32' or 'fast'); returns its save_dir, wall seconds and logged precision."""
+    options = dict(data=args.data, cfg=args.cfg, weights="", imgsz=args.imgsz, epochs=args.epochs,
+                   batch_size=args.batch_size, workers=args.workers, project=args.project, name=mode,
+                   exist_ok=True, seed=args.seed, device="cpu")
+    if trainer_has_fp32_flag():
+        options["fp32"] = mode == "fp32"
+    capture = _Capture()
+    LOGGER.addHandler(capture)
+    start = time.perf_counter()
+    try:
+        with fp32_environment(mode == "fp32"):
+            opt = train.run(**options)
+    finally:
+        LOGGER.removeHandler(capture)
+    seconds = time.perf_counter() - start
+    logged = capture.lines[0] if capture.lines else "not logged (trainer does not report utils.precision yet)"
+    return {"mode": mode, "save_dir": Path(opt.save_dir), "seconds": seconds, "precision": logged}
+
+
+def read_results(save_dir: Path) -> dict[str, np.ndarray]:
+    """Columns of ``save_dir/results.csv`` (header names stripped of padding) as float arrays."""
+    with open(save_dir / "results.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header = [name.strip() for name in rows[0]]
+    values = np.array([[float(x) for x in row] for row in rows[1:] if row], dtype=float).reshape(-1, len(header))
+    return {name: values[:, i] for i, name in enumerate(header)}
+
+
+def summary_table(runs: list[dict]) -> str:
+    """Markdown table: precision, wall time, final/best mAP50 and final mAP50-95 per run."""
+    lines = ["| run | precision logged | wall time | final mAP50 | best mAP50 | final mAP50-95 |",
+             "|---|---|---|---|---|---|"]
+    for run in runs:
+        curve = run["results"]
+        lines.append(f"| {run['mode']} | {run['precision']} | {run['seconds'] / 60:.1f} min | "
+                     f"{curve['metrics/mAP_0.5'][-1]:.4f} | {curve['metrics/mAP_0.5'].max():.4f} | "
+                     f"{curve['metrics/mAP_0.5:0.95'][-1]:.4f} |")
+    return "\n".join(lines)
+
+
+def curves_table(runs: list[dict]) -> str:
+    """Markdown table of mAP50 per epoch for every run."""
+    lines = ["| epoch | " + " | ".join(f"{r['mode']} mAP50" for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    epochs = runs[0]["results"]["epoch"]
+    for i, epoch in enumerate(epochs):
+        cells = [f"{r['results']['metrics/mAP_0.5'][i]:.4f}" if i < len(r["results"]["epoch"]) else "-" for r in runs]
+        lines.append(f"| {int(epoch)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def save_plot(runs: list[dict], file: Path, title: str) -> None:
+    """Plot mAP50 and mAP50-95 per epoch for every run; written atomically to ``file``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), tight_layout=True)
+    for run in runs:
+        label = f"{run['mode']} ({run['seconds'] / 60:.1f} min)"
+        for axis, key in zip(axes, ("metrics/mAP_0.5", "metrics/mAP_0.5:0.95"), strict=True):
+            axis.plot(run["results"]["epoch"], run["results"][key], marker=".", label=label)
+            axis.set(xlabel="epoch", ylabel=key.split("/")[1], title=key.split("/")[1])
+    for axis in axes:
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.suptitle(title)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".png", delete=False) as tmp:
+        fig.savefig(tmp.name, dpi=120)
+    plt.close(fig)
+    os.replace(tmp.name, file)
+
+
+def validation_batch(data: str, imgsz: int, count: int) -> torch.Tensor:
+    """The first ``count`` validation images, letterboxed to ``imgsz``, as a (n, 3, imgsz, imgsz) batch in [0, 1]."""
+    val = check_dataset(data)["val"]
+    folders = [Path(v) for v in (val if isinstance(val, list) else [val]) if Path(v).is_dir()]
+    suffixes = (".jpg", ".jpeg", ".png", ".bmp")
+    files = sorted(p for folder in folders for p in folder.rglob("*") if p.suffix.lower() in suffixes)[:count]
+    images = [letterbox(cv2.imread(str(f)), imgsz, auto=False)[0][..., ::-1].transpose(2, 0, 1) for f in files]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(images))).float() / 255
+
+
+def compare_detections(weights: Path, images: torch.Tensor) -> str:
+    """Detections of ``weights`` in fp32 NCHW vs bf16 + channels_last on ``images``: a one-paragraph summary."""
+    if not cpu_has_native_bf16():
+        return "detection comparison skipped: this CPU has no native bf16 (the policy stays fp32 here)"
+    model = load_model(weights, fuse=True)
+    with torch.inference_mode():
+        reference = non_max_suppression(model(images)[0], conf_thres=0.25, iou_thres=0.45)
+        policy = select_precision("cpu", log=False)
+        fast_model = policy.prepare_model(model)
+        with policy.autocast():
+            fast = float_outputs(fast_model(policy.prepare_input(images))[0])
+        candidate = non_max_suppression(fast, conf_thres=0.25, iou_thres=0.45)
+    counts = np.array([[len(r), len(c)] for r, c in zip(reference, candidate, strict=True)])
+    ious, box_px, conf, same_cls = [], [], [], []
+    for ref, cand in zip(reference, candidate, strict=True):
+        if len(ref) and len(cand):
+            best, index = box_iou(ref[:, :4], cand[:, :4]).max(1)
+            ious.append(best)
+            box_px.append((ref[:, :4] - cand[index, :4]).abs().amax(1))
+            conf.append((ref[:, 4] - cand[index, 4]).abs())
+            same_cls.append(ref[:, 5] == cand[index, 5])
+    if not ious:
+        return f"detection comparison: no detections at conf 0.25 in {len(images)} images (fp32 {counts[:, 0].sum()})"
+    ious, box_px, conf, same_cls = (torch.cat(x) for x in (ious, box_px, conf, same_cls))
+    return (f"detection comparison on {len(images)} val images ({policy.name} vs fp32, NMS conf 0.25 IoU 0.45): "
+            f"boxes {counts[:, 0].sum()} vs {counts[:, 1].sum()}, max per-image count difference "
+            f"{np.abs(counts[:, 0] - counts[:, 1]).max()}; matched IoU min {ious.min():.3f} (median "
+            f"{ious.median():.4f}); max box difference {box_px.max():.2f} px; max conf difference {conf.max():.4f}; "
+            f"same class {same_cls.float().mean() * 100:.1f} %")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=DEFAULT_DATA, help="dataset.yaml (default: built-in shapes)")
+    parser.add_argument("--cfg", default="yolov5n.yaml")
+    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--project", default=str(ROOT / "runs" / "bench_precision"))
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "images" / "precision_map.png")
+    parser.add_argument("--compare-images", type=int, default=32, help="val images for the detection comparison")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    check_dataset(args.data)  # generate the built-in data before timing anything
+    runs = []
+    for mode in MODES:
+        run = train_once(mode, args)
+        run["results"] = read_results(run["save_dir"])
+        runs.append(run)
+        print(f"{mode}: {run['seconds'] / 60:.1f} min, {run['precision']}", flush=True)
+    title = f"{Path(args.cfg).stem} @ {args.imgsz} px, {args.epochs} epochs, {Path(args.data).stem}: fp32 vs fast path"
+    save_plot(runs, args.plot, title)
+    final = {run["mode"]: run["results"]["metrics/mAP_0.5"][-1] for run in runs}
+    difference = final["fast"] - final["fp32"]
+    print(f"\n{summary_table(runs)}\n\n{curves_table(runs)}\n")
+    print(f"final mAP50 fast - fp32 = {difference:+.4f} (target |difference| <= {MAP50_TOLERANCE}): "
+          f"{'OK' if abs(difference) <= MAP50_TOLERANCE else 'OUTSIDE TARGET'}")
+    print(f"wall time fast / fp32 = {runs[1]['seconds'] / runs[0]['seconds']:.2f}x")
+    weights = runs[0]["save_dir"] / "weights" / "best.pt"
+    if weights.is_file() and args.compare_images > 0:
+        print(compare_detections(weights, validation_batch(args.data, args.imgsz, args.compare_images)))
+    print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
