@@ -100,6 +100,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0, help="Label smoothing epsilon")
     p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
+    p.add_argument("--backbone-weights", type=str, default="",
+                   help="copy only the backbone rows' tensors from this checkpoint/state dict (after --weights)")
     p.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="Global training seed")
     p.add_argument("--local_rank", type=int, default=-1, help="Automatic DDP Multi-GPU argument, do not modify")
@@ -116,8 +118,16 @@ def _check_distributed(options: TrainOptions) -> None:
                          "with --device 0 (or --device cpu)")
 
 
-def main(opt: argparse.Namespace, callbacks: Callbacks = Callbacks()) -> None:
-    """Train (or evolve) with the options in ``opt``; ``opt`` is updated in place with the run's final options."""
+_DEFAULT_CALLBACKS = Callbacks()
+
+
+def main(opt: argparse.Namespace, callbacks: Callbacks = _DEFAULT_CALLBACKS) -> None:
+    """Train (or evolve) with the options in ``opt``; ``opt`` is updated in place with the run's final options.
+
+    Without ``callbacks`` each call gets a fresh ``Callbacks()`` (upstream reuses one default object, so actions
+    registered by one run would pile up in the next).
+    """
+    callbacks = Callbacks() if callbacks is _DEFAULT_CALLBACKS else callbacks
     options = TrainOptions.from_namespace(opt)
     if is_main_process():
         LOGGER.info(colorstr("train: ") + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
@@ -128,7 +138,10 @@ def main(opt: argparse.Namespace, callbacks: Callbacks = Callbacks()) -> None:
     _check_distributed(options)
     from utils.torch_utils import select_device
 
-    device = select_device(options.device, batch_size=options.batch_size)
+    try:
+        device = select_device(options.device, batch_size=options.batch_size)
+    except ValueError as error:  # e.g. --device 0 without CUDA: a user error, reported without a traceback
+        raise TrainError(str(error)) from None
     if options.evolve:
         from utils.evolve import evolve
 

@@ -35,12 +35,24 @@ class RunLogger:
         self.save_dir = Path(save_dir)
         self.plots = plots
         self.csv = self.save_dir / "results.csv"
+        self.active = True
 
     def register(self, callbacks: Any) -> RunLogger:
-        """Register this logger's actions on ``callbacks``; returns self."""
+        """Register this logger's actions on ``callbacks``; returns self.
+
+        The logger serves one run: after ``teardown`` its actions do nothing, so a ``Callbacks`` object reused for
+        another run never writes into this run's folder.
+        """
         for hook in ("on_pretrain_routine_end", "on_train_batch_end", "on_fit_epoch_end", "on_train_end"):
-            callbacks.register_action(hook, name=f"run_logger.{hook}", callback=getattr(self, hook))
+            action = getattr(self, hook)
+            callbacks.register_action(hook, name=f"run_logger.{hook}",
+                                      callback=lambda *a, _action=action, **k: self.active and _action(*a, **k))
+        callbacks.register_action("teardown", name="run_logger.teardown", callback=self.teardown)
         return self
+
+    def teardown(self) -> None:
+        """End of the run: deactivate every action of this logger."""
+        self.active = False
 
     def on_pretrain_routine_end(self, labels: np.ndarray, names: Any) -> None:
         """Plot the label statistics (``labels.jpg``) of the training set: ``labels`` (n, 5) ``[cls, xywhn]``."""

@@ -83,6 +83,7 @@ class TrainOptions:
     upload_dataset: Union[bool, str] = False
     bbox_interval: int = -1
     artifact_alias: str = "latest"
+    backbone_weights: str = ""  # extension: backbone-only transfer (extensions/transfer.py)
     save_dir: str = ""
 
     @classmethod

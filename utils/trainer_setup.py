@@ -128,13 +128,24 @@ class TrainerSetup:
         opt, anchors = self.opt, self.hyp.get("anchors")
         if not opt.weights:
             self.model = Model(opt.cfg, ch=3, nc=self.nc, anchors=anchors).to(self.device)
-            return
-        source = read_pretrained(opt.weights)
-        cfg = opt.cfg or deepcopy(pretrained_model_yaml(source, opt.weights))
-        self.model = Model(cfg, ch=3, nc=self.nc, anchors=anchors).to(self.device)
-        exclude = ["anchor"] if (opt.cfg or anchors) and not opt.resume else []
-        transfer_weights(self.model, source.state_dict, exclude=exclude, source=opt.weights)
-        self._resume_checkpoint = source.checkpoint if opt.resume else None
+        else:
+            source = read_pretrained(opt.weights)
+            cfg = opt.cfg or deepcopy(pretrained_model_yaml(source, opt.weights))
+            self.model = Model(cfg, ch=3, nc=self.nc, anchors=anchors).to(self.device)
+            exclude = ["anchor"] if (opt.cfg or anchors) and not opt.resume else []
+            transfer_weights(self.model, source.state_dict, exclude=exclude, source=opt.weights)
+            self._resume_checkpoint = source.checkpoint if opt.resume else None
+        if opt.backbone_weights and not opt.resume:
+            self._transfer_backbone(opt.backbone_weights)
+
+    def _transfer_backbone(self, path: str) -> None:
+        """Copy only the backbone rows' tensors from ``path`` (after any --weights transfer, before the optimizer)."""
+        from extensions.transfer import load_backbone_weights
+
+        try:
+            load_backbone_weights(path, self.model)
+        except (ValueError, FileNotFoundError) as e:
+            raise TrainError(f"--backbone-weights {path}: {e}") from e
 
     def _set_memory_format(self) -> None:
         """On CPU train in channels_last (NHWC) layout: same fp32 numerics, about 30% faster convolutions."""

@@ -32,6 +32,7 @@ UPSTREAM_OPT_KEYS = [
     "device", "multi_scale", "single_cls", "optimizer", "sync_bn", "workers", "project", "name", "exist_ok", "quad",
     "cos_lr", "label_smoothing", "patience", "freeze", "save_period", "seed", "local_rank", "entity",
     "upload_dataset", "bbox_interval", "artifact_alias", "save_dir"]
+EXTRA_OPT_KEYS = ["backbone_weights"]  # this project's additions, stored before save_dir
 FAST = {"imgsz": 64, "batch_size": 4, "workers": 0, "device": "cpu", "noautoanchor": True, "noplots": True}
 
 
@@ -84,7 +85,7 @@ def test_parse_opt_accepts_every_upstream_flag(tmp_path):
     assert opt.imgsz == 416 and opt.batch_size == 8 and opt.resume is True and opt.evolve == 300
     assert opt.cache == "ram" and opt.freeze == [0, 1, 2] and opt.upload_dataset == "val"
     assert opt.optimizer == "AdamW" and opt.label_smoothing == 0.1 and opt.save_period == 2
-    assert sorted(vars(opt)) == sorted(k for k in UPSTREAM_OPT_KEYS if k != "save_dir")
+    assert sorted(vars(opt)) == sorted([k for k in UPSTREAM_OPT_KEYS if k != "save_dir"] + EXTRA_OPT_KEYS)
 
 
 def test_defaults_train_yolov5n_from_scratch_on_builtin_data():
@@ -120,7 +121,7 @@ def test_finished_run_writes_every_output(finished_run):
     missing = [f for f in expected if not (finished_run / f).is_file()]
     assert not missing, f"missing run outputs: {missing}"
     opt = yaml.safe_load((finished_run / "opt.yaml").read_text())
-    assert list(opt) == UPSTREAM_OPT_KEYS
+    assert list(opt) == UPSTREAM_OPT_KEYS[:-1] + EXTRA_OPT_KEYS + ["save_dir"]
     assert opt["hyp"] == yaml.safe_load((finished_run / "hyp.yaml").read_text())
     assert opt["hyp"]["box"] == 0.05 and opt["save_dir"] == str(finished_run)
 

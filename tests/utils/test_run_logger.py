@@ -49,3 +49,12 @@ def test_register_and_plots(tmp_path):
         callbacks.run("on_fit_epoch_end", [0.5 / (epoch + 1)] * 13, epoch, 0, 0)
     callbacks.run("on_train_end", Path("last.pt"), Path("best.pt"), 2, (0,) * 7)
     assert (tmp_path / "results.png").stat().st_size > 10_000
+
+
+def test_teardown_deactivates_the_logger_for_reused_callbacks(tmp_path):
+    callbacks = Callbacks()
+    RunLogger(tmp_path, plots=False).register(callbacks)
+    callbacks.run("on_fit_epoch_end", [0.0] * 13, 0, 0, 0)
+    callbacks.run("teardown")
+    callbacks.run("on_fit_epoch_end", [0.0] * 13, 1, 0, 0)
+    assert len((tmp_path / "results.csv").read_text().splitlines()) == 2
