@@ -1,7 +1,7 @@
 """Experiment: does autoencoder backbone pretraining help detection on the built-in dataset?
 
-Arms, each followed by the same detection training (``train.run``: same cfg, data, hyp, epochs, image size, batch
-size and seed):
+Arms, each followed by the same detection training (train.py: same cfg, data, hyp, epochs, image size, batch size
+and seed):
 
 - ``scratch``: random initialisation;
 - ``ae_skips`` / ``ae_noskips``: backbone pretrained with ``extensions.pretrain`` (additive skips / bottleneck only)
@@ -9,8 +9,10 @@ size and seed):
 - ``upstream``: backbone transferred from a trained detector, the upstream ``yolov5n-trained.pt`` fixture (10
   other classes; only its backbone rows are used), when the file exists and ``--cfg`` is yolov5n-shaped.
 
-The backbone reaches the detector through ``train.run(backbone_weights=...)`` when train.py has that option, else
-through the documented fallback ``--weights BACKBONE_ONLY_FILE --cfg CFG`` (a bare ``model.{i}.*`` state dict:
+Detection runs call ``train.main`` with a fresh ``Callbacks`` each (the default instance of ``train.main`` is shared
+between calls in one process, so earlier runs' loggers would keep writing). The backbone reaches the detector
+through ``backbone_weights=`` when train.py has that option, else through the documented fallback
+``--weights BACKBONE_ONLY_FILE --cfg CFG`` (a bare ``model.{i}.*`` state dict:
 train.py copies exactly the backbone tensors). The script prints which one it used.
 
 Printed per arm: pretraining wall time and best autoencoder val loss, detection wall time, final-epoch mAP50,
@@ -19,8 +21,9 @@ mAP50-95 and validation loss (box + obj + cls, a convergence signal while mAP is
 
 Usage::
 
-    python benchmarks/bench_pretrain.py                                   # yolov5n, 128 px, small budget
-    python benchmarks/bench_pretrain.py --imgsz 256 --pretrain-epochs 10 --det-epochs 20 --train-images 0
+    python benchmarks/bench_pretrain.py --threads 1      # the README run: yolov5n, 160 px, AE 4 epochs, det 8 epochs
+    python benchmarks/bench_pretrain.py --imgsz 256 --pretrain-epochs 10 --det-epochs 20
+    python benchmarks/bench_pretrain.py --pretrain-epochs 12 --pretrain-lr 2e-3 --pretrain-imgsz 128   # longer AE
     python benchmarks/bench_pretrain.py --arms scratch ae_skips --det-epochs 3      # a subset of arms
     python benchmarks/bench_pretrain.py --arms --extra long=runs/pretrain/exp/weights/best.pt   # your own backbone
 """
@@ -49,12 +52,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cfg", default="yolov5n.yaml", help="detection model YAML (its backbone is pretrained)")
     p.add_argument("--data", default=str(ROOT / "data" / "shapes.yaml"), help="dataset YAML")
-    p.add_argument("--imgsz", type=int, default=128, help="image size for pretraining and detection")
+    p.add_argument("--imgsz", type=int, default=160, help="detection image size (and pretraining unless given)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--pretrain-epochs", type=int, default=3)
-    p.add_argument("--det-epochs", type=int, default=5)
-    p.add_argument("--train-images", type=int, default=160, help="first N train images (0 = all)")
-    p.add_argument("--val-images", type=int, default=60, help="first N val images (0 = all)")
+    p.add_argument("--pretrain-epochs", type=int, default=4)
+    p.add_argument("--pretrain-lr", type=float, default=1e-3, help="autoencoder Adam learning rate")
+    p.add_argument("--pretrain-imgsz", type=int, default=0, help="autoencoder image size (0 = --imgsz)")
+    p.add_argument("--det-epochs", type=int, default=8)
+    p.add_argument("--train-images", type=int, default=0, help="first N train images (0 = all)")
+    p.add_argument("--val-images", type=int, default=0, help="first N val images (0 = all)")
     p.add_argument("--arms", nargs="*", default=list(ARMS), choices=ARMS)
     p.add_argument("--extra", nargs="*", default=[], metavar="NAME=FILE",
                    help="more arms from existing backbone files or pretrainer checkpoints (e.g. longer pretraining)")
@@ -92,9 +97,9 @@ def pretrain_backbone(args: argparse.Namespace, data: str, skips: bool, name: st
     from extensions import pretrain
 
     t0 = time.time()
-    opt = pretrain.run(cfg=args.cfg, data=data, epochs=args.pretrain_epochs, imgsz=args.imgsz,
-                       batch_size=args.batch_size, skips=skips, workers=args.workers, project=args.project,
-                       name=name, exist_ok=True, save_backbone=True, device="cpu")
+    opt = pretrain.run(cfg=args.cfg, data=data, epochs=args.pretrain_epochs, imgsz=args.pretrain_imgsz or args.imgsz,
+                       lr=args.pretrain_lr, batch_size=args.batch_size, skips=skips, workers=args.workers,
+                       project=args.project, name=name, exist_ok=True, save_backbone=True, device="cpu")
     return Path(opt.save_dir) / "weights" / "backbone.pt", time.time() - t0, opt.best_loss
 
 
@@ -111,6 +116,7 @@ def upstream_backbone(args: argparse.Namespace) -> Path | None:
 def detection_run(args: argparse.Namespace, data: str, backbone: Path | None, name: str) -> dict:
     """Train the detector (scratch when ``backbone`` is None); returns timings and metrics from results.csv."""
     import train
+    from utils.callbacks import Callbacks
     from utils.train_options import TrainOptions
 
     kwargs = dict(cfg=args.cfg, data=data, epochs=args.det_epochs, imgsz=args.imgsz, batch_size=args.batch_size,
@@ -121,8 +127,11 @@ def detection_run(args: argparse.Namespace, data: str, backbone: Path | None, na
         key = "backbone_weights" if "backbone_weights" in TrainOptions.field_names() else "weights"
         kwargs[key] = str(backbone)
         LOGGER.info(f"{name}: backbone passed to train.run as {key}={backbone}")
+    opt = train.build_parser().parse_args([])
+    TrainOptions.from_dict({**vars(opt), **kwargs})  # validates the names, as train.run does
+    vars(opt).update(kwargs)
     t0 = time.time()
-    opt = train.run(**kwargs)
+    train.main(opt, Callbacks())  # fresh callbacks: train.main's default instance is shared between runs
     return {"det_s": time.time() - t0, **summarize_detection(Path(opt.save_dir)), "via": key}
 
 
@@ -138,8 +147,9 @@ def summarize_detection(save_dir: Path) -> dict:
 
 
 def report(rows: dict, args: argparse.Namespace, project: Path) -> str:
-    lines = [f"cfg {args.cfg}, {args.imgsz} px, batch {args.batch_size}, pretrain {args.pretrain_epochs} epochs, "
-             f"detection {args.det_epochs} epochs, train images {args.train_images or 'all'}, val images "
+    lines = [f"cfg {args.cfg}, {args.imgsz} px, batch {args.batch_size}, pretrain {args.pretrain_epochs} epochs at "
+             f"{args.pretrain_imgsz or args.imgsz} px lr {args.pretrain_lr}, detection {args.det_epochs} epochs, "
+             f"train images {args.train_images or 'all'}, val images "
              f"{args.val_images or 'all'}, torch threads {torch.get_num_threads()}",
              "", "| arm | pretrain s | AE best val loss | detection s | mAP50 | mAP50-95 | best mAP50-95 | "
                  "det val loss | via |",

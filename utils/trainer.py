@@ -105,7 +105,8 @@ class Trainer(TrainerSetup):
     def fit(self) -> None:
         """Train epochs ``start_epoch .. epochs-1``, validating and saving after each one."""
         state = self.state
-        state.maps = np.zeros(self.nc)
+        state.maps, state.mean_loss = np.zeros(self.nc), torch.zeros(3, device=self.device)
+        state.lr = [float(group["lr"]) for group in self.optimizer.param_groups]
         self._start_schedule()
         self.t0 = time.time()
         self.callbacks.run("on_train_start")
