@@ -138,6 +138,7 @@ def test_sppf_equals_spp_5_9_13():
     assert torch.allclose(sppf(X), spp(X), atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
 def test_sppf_fast_cpu_pooling_is_exact_and_keeps_nchw():
     torch.manual_seed(0)
     sppf = SPPF(8, 16, 5).eval()
