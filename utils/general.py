@@ -16,7 +16,16 @@ from utils.boxes import (  # noqa: F401
 )
 from utils.coco_eval import coco80_to_coco91_class  # noqa: F401
 from utils.dataset_yaml import check_dataset, datasets_dir  # noqa: F401
-from utils.files import ROOT, check_file, check_yaml, file_size, increment_path, yaml_load, yaml_save  # noqa: F401
+from utils.files import (  # noqa: F401
+    ROOT,
+    check_file,
+    check_suffix,
+    check_yaml,
+    file_size,
+    increment_path,
+    yaml_load,
+    yaml_save,
+)
 from utils.label_cache import NUM_THREADS  # noqa: F401
 from utils.logging import LOGGER, LOGGING_NAME, colorstr, emojis  # noqa: F401
 from utils.metrics import box_iou, fitness  # noqa: F401

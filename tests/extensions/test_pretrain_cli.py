@@ -91,7 +91,6 @@ def test_pretrained_backbone_transfers_100_percent(one_epoch_run, tiny_cfg):
     assert all(torch.equal(backbone_file[k], v) for k, v in ckpt["backbone"].items())
 
 
-@pytest.mark.slow
 def test_train_py_starts_from_the_pretrained_backbone(one_epoch_run, tiny_cfg, tiny_data, tmp_path):
     """pretrain 1 epoch -> train.py 1 epoch with the backbone frozen -> the detector's backbone equals the file."""
     import train
