@@ -30,6 +30,9 @@ def atomic_write_bytes(file: PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give outputs the usual permissions
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

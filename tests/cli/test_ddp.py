@@ -95,6 +95,7 @@ def test_two_process_gloo_ddp_matches_single_process(setup_files, tmp_path):
     assert ddp_loss == pytest.approx(single_loss, rel=LOSS_RTOL), (ddp_loss, single_loss)
 
 
+@pytest.mark.xfail(reason="upstream DDP option checks are not wired into train.py yet (issue 9)", strict=True)
 def test_ddp_refuses_incompatible_options(setup_files, tmp_path, monkeypatch):
     import train
     from utils.train_options import TrainError
