@@ -232,12 +232,16 @@ def run(weights: Any = ROOT / "yolov5s.pt", source: Any = ROOT / "data/images", 
         classes: list[int] | None = None, agnostic_nms: bool = False, augment: bool = False,
         visualize: bool = False, update: bool = False, project: Any = ROOT / "runs/detect", name: str = "exp",
         exist_ok: bool = False, line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False,
-        half: bool = False, dnn: bool = False, vid_stride: int = 1) -> Path:
-    """Detect objects in ``source`` with ``weights`` and save the results; returns the run directory."""
+        half: bool = False, dnn: bool = False, vid_stride: int = 1, fp32: bool = False) -> Path:
+    """Detect objects in ``source`` with ``weights`` and save the results; returns the run directory.
+
+    ``fp32=True`` (``--fp32``) forces plain fp32 NCHW inference of a ``.pt`` model instead of the CPU fast path
+    (bf16 autocast + channels_last where the CPU has native bf16; see :mod:`utils.precision`).
+    """
     opt = dict(locals())
     source = str(source)
     kinds = classify_source(source, nosave)
-    model = DetectMultiBackend(weights, device=select_device(device), dnn=dnn, data=data, fp16=half)
+    model = DetectMultiBackend(weights, device=select_device(device), dnn=dnn, data=data, fp16=half, fp32=fp32)
     imgsz = [imgsz, imgsz] if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
     imgsz = check_img_size(imgsz, s=model.stride)
     dataset = build_loader(source, kinds, imgsz, model, vid_stride)
@@ -312,6 +316,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference")
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
     parser.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    parser.add_argument("--fp32", action="store_true", help="force plain fp32 NCHW inference (no CPU bf16/"
+                        "channels_last fast path); also env YOLOV5_FP32=1")
     opt = parser.parse_args(argv)
     opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
     return opt

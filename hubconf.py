@@ -80,7 +80,7 @@ def _find_cfg(stem: str) -> Path:
 
 
 def _build(name: Union[str, Path], pretrained: bool, channels: int, classes: int, autoshape: bool,
-           device: Any) -> Any:
+           device: Any, fp32: bool = False) -> Any:
     from models.autoshape import AutoShape
     from models.backends import DetectMultiBackend
     from models.yolo import ClassificationModel, DetectionModel, SegmentationModel
@@ -90,11 +90,12 @@ def _build(name: Union[str, Path], pretrained: bool, channels: int, classes: int
 
     device = select_device(device)
     if pretrained and channels == 3 and classes == 80:
-        model = DetectMultiBackend(_weights_file(name), device=device, fuse=autoshape)
+        model = DetectMultiBackend(_weights_file(name), device=device, fuse=autoshape, fp32=fp32)
         if autoshape and isinstance(model.model, (ClassificationModel, SegmentationModel)):
             LOGGER.warning(f"WARNING ⚠️ {type(model.model).__name__} is not wrapped in AutoShape (detection only)")
         elif autoshape:
             model = AutoShape(model)
+            model.fp32 = bool(fp32)
         return model.to(device)
     model = DetectionModel(_find_cfg(Path(name).stem), channels, classes)
     if pretrained:
@@ -111,7 +112,7 @@ def _build(name: Union[str, Path], pretrained: bool, channels: int, classes: int
 
 
 def _create(name: Union[str, Path], pretrained: bool = True, channels: int = 3, classes: int = 80,
-            autoshape: bool = True, verbose: bool = True, device: Any = None) -> Any:
+            autoshape: bool = True, verbose: bool = True, device: Any = None, fp32: bool = False) -> Any:
     """Return a YOLOv5 model: ``name`` is a hub model name (``yolov5s``) or a path to a ``.pt``/export file.
 
     Args:
@@ -120,6 +121,9 @@ def _create(name: Union[str, Path], pretrained: bool = True, channels: int = 3, 
         autoshape: wrap in AutoShape (file/PIL/numpy inputs, NMS, Detections results).
         verbose: log while building (False sets the project logger to WARNING for the call).
         device: device string or torch.device (None = CUDA if available).
+        fp32: plain fp32 NCHW inference instead of the CPU fast path (bf16 autocast + channels_last where the CPU
+            has native bf16); changeable later with ``model.fp32 = True/False`` on the returned AutoShape model.
+            Models built from a YAML (``pretrained=False`` or other channels/classes) are plain PyTorch modules.
     """
     with _repo_imports():
         from utils.logging import LOGGER
@@ -128,7 +132,7 @@ def _create(name: Union[str, Path], pretrained: bool = True, channels: int = 3, 
         if not verbose:
             LOGGER.setLevel(logging.WARNING)
         try:
-            return _build(name, pretrained, channels, classes, autoshape, device)
+            return _build(name, pretrained, channels, classes, autoshape, device, fp32)
         except Exception as e:
             raise RuntimeError(f"{e}. See {REPO / 'README.md'} (torch.hub section) for help.") from e
         finally:
@@ -136,66 +140,66 @@ def _create(name: Union[str, Path], pretrained: bool = True, channels: int = 3, 
 
 
 def custom(path: Union[str, Path] = "path/to/model.pt", autoshape: bool = True, _verbose: bool = True,
-           device: Any = None) -> Any:
-    """Load a custom or local model file (``.pt``, ``.torchscript`` or ``.onnx``)."""
-    return _create(path, autoshape=autoshape, verbose=_verbose, device=device)
+           device: Any = None, fp32: bool = False) -> Any:
+    """Load a custom or local model file (``.pt``, ``.torchscript`` or ``.onnx``); ``fp32``: see ``_create``."""
+    return _create(path, autoshape=autoshape, verbose=_verbose, device=device, fp32=fp32)
 
 
 def yolov5n(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Any | None = None) -> Any:
+            _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-nano (``yolov5n.pt``)."""
-    return _create("yolov5n", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5n", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5s(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Any | None = None) -> Any:
+            _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-small (``yolov5s.pt``)."""
-    return _create("yolov5s", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5s", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5m(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Any | None = None) -> Any:
+            _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-medium (``yolov5m.pt``)."""
-    return _create("yolov5m", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5m", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5l(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Any | None = None) -> Any:
+            _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-large (``yolov5l.pt``)."""
-    return _create("yolov5l", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5l", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5x(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: Any | None = None) -> Any:
+            _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-xlarge (``yolov5x.pt``)."""
-    return _create("yolov5x", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5x", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5n6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Any | None = None) -> Any:
+             _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-nano-P6 (``yolov5n6.pt``)."""
-    return _create("yolov5n6", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5n6", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5s6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Any | None = None) -> Any:
+             _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-small-P6 (``yolov5s6.pt``)."""
-    return _create("yolov5s6", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5s6", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5m6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Any | None = None) -> Any:
+             _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-medium-P6 (``yolov5m6.pt``)."""
-    return _create("yolov5m6", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5m6", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5l6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Any | None = None) -> Any:
+             _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-large-P6 (``yolov5l6.pt``)."""
-    return _create("yolov5l6", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5l6", pretrained, channels, classes, autoshape, _verbose, device, fp32)
 
 
 def yolov5x6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: Any | None = None) -> Any:
+             _verbose: bool = True, device: Any | None = None, fp32: bool = False) -> Any:
     """YOLOv5-xlarge-P6 (``yolov5x6.pt``)."""
-    return _create("yolov5x6", pretrained, channels, classes, autoshape, _verbose, device)
+    return _create("yolov5x6", pretrained, channels, classes, autoshape, _verbose, device, fp32)

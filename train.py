@@ -15,8 +15,10 @@ confusion matrix and PR/F1/P/R curves, hyp.yaml and opt.yaml.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -24,18 +26,23 @@ if str(ROOT) not in sys.path:
 
 from utils.callbacks import Callbacks
 from utils.dataset_yaml import DatasetYAMLError
-from utils.dist import get_local_rank, is_main_process
+from utils.dist import destroy_distributed, get_local_rank, get_world_size, is_main_process
 from utils.logging import LOGGER, colorstr
 from utils.train_options import (
+    BUILTIN_PRESET,
     DEFAULT_CFG,
     DEFAULT_HYP,
     DEFAULT_PROJECT,
+    UPSTREAM_DEFAULTS,
     TrainError,
     TrainOptions,
     explicit_overrides,
     prepare_new_run,
     restore_resume_options,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULTS = TrainOptions()
 
@@ -59,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"model.yaml path; with no --weights and no --cfg, {DEFAULT_CFG} is trained from scratch")
     p.add_argument("--data", type=str, default=DEFAULTS.data,
                    help="dataset.yaml path (default: the built-in 'shapes' dataset, generated on first use)")
-    p.add_argument("--hyp", type=str, default=str(DEFAULT_HYP), help="hyperparameters path")
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="total training epochs")
+    p.add_argument("--hyp", type=str, default="", help=f"hyperparameters path ('' = {DEFAULT_HYP.name}; for the "
+                   "built-in dataset its tuned data/hyps/hyp.shapes.yaml)")
+    p.add_argument("--epochs", type=int, default=None, help=f"total training epochs (none = "
+                   f"{UPSTREAM_DEFAULTS['epochs']}; {BUILTIN_PRESET['epochs']} for the built-in dataset)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                    help="total batch size for all GPUs, -1 for autobatch (CUDA only)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=DEFAULTS.imgsz,
@@ -89,7 +98,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu or mps")
     p.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
     p.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
-    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
+    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="",
+                   help=f"optimizer ('' = SGD; {BUILTIN_PRESET['optimizer']} for the built-in dataset)")
     p.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
     p.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
     p.add_argument("--project", default=str(DEFAULT_PROJECT), help="save to project/name")
@@ -100,6 +110,8 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0, help="Label smoothing epsilon")
     p.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
+    p.add_argument("--fp32", action="store_true", help="force plain fp32 NCHW training (no CPU bf16 autocast/"
+                   "channels_last fast path, no CUDA AMP); also env YOLOV5_FP32=1")
     p.add_argument("--backbone-weights", type=str, default="",
                    help="copy only the backbone rows' tensors from this checkpoint/state dict (after --weights)")
     p.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
@@ -111,11 +123,45 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--artifact_alias", type=str, default="latest", help="Version of dataset artifact to use")
 
 
+DDP_INCOMPATIBLE = "is not compatible with YOLOv5 Multi-GPU DDP training"
+
+
 def _check_distributed(options: TrainOptions) -> None:
-    """Refuse a distributed launch clearly: multi-GPU DDP training is not available in this version yet."""
-    if get_local_rank() != -1:
-        raise TrainError("DDP multi-GPU training (torch.distributed.run) is not supported yet: train on one device "
-                         "with --device 0 (or --device cpu)")
+    """Upstream's checks for a DDP launch (``LOCAL_RANK`` set), run before any process group or run folder exists.
+
+    Raises:
+        TrainError: ``--image-weights``, ``--evolve``, AutoBatch (``--batch-size -1``) or a total batch size that is
+            not a multiple of ``WORLD_SIZE``.
+    """
+    if get_local_rank() == -1:
+        return
+    world_size = get_world_size()
+    if options.image_weights:
+        raise TrainError(f"--image-weights {DDP_INCOMPATIBLE}")
+    if options.evolve:
+        raise TrainError(f"--evolve {DDP_INCOMPATIBLE}")
+    if options.batch_size == -1:
+        raise TrainError(f"AutoBatch with --batch-size -1 {DDP_INCOMPATIBLE}, please pass a valid --batch-size")
+    if options.batch_size % world_size:
+        raise TrainError(f"--batch-size {options.batch_size} must be a multiple of WORLD_SIZE={world_size} (the "
+                         f"total batch is split evenly across the processes)")
+
+
+def _start_distributed(device: torch.device, options: TrainOptions) -> torch.device:
+    """Join the process group (NCCL on CUDA, Gloo on CPU); returns this rank's device. Rank 0 chooses save_dir."""
+    from utils.dist import broadcast_from_main, init_distributed
+
+    try:
+        device = init_distributed(device)
+    except RuntimeError as error:
+        raise TrainError(str(error)) from None
+    options.save_dir = broadcast_from_main(options.save_dir)  # every rank writes (if at all) into rank 0's folder
+    if is_main_process():
+        import torch.distributed as torch_dist
+
+        LOGGER.info(f"{colorstr('DDP:')} {get_world_size()} processes, backend {torch_dist.get_backend()}, "
+                    f"rank 0 on {device}, batch {options.batch_size // get_world_size()} per process")
+    return device
 
 
 _DEFAULT_CALLBACKS = Callbacks()
@@ -142,19 +188,35 @@ def main(opt: argparse.Namespace, callbacks: Callbacks = _DEFAULT_CALLBACKS) -> 
         device = select_device(options.device, batch_size=options.batch_size)
     except ValueError as error:  # e.g. --device 0 without CUDA: a user error, reported without a traceback
         raise TrainError(str(error)) from None
+    distributed, level = get_local_rank() != -1, LOGGER.level
+    if not is_main_process():
+        LOGGER.setLevel(logging.WARNING)  # other ranks only report problems; rank 0 logs the run
+    try:
+        if distributed:
+            device = _start_distributed(device, options)
+        options = _train_or_evolve(options, device, callbacks)
+    finally:
+        LOGGER.setLevel(level)
+        if distributed:
+            destroy_distributed()
+    vars(opt).update(options.to_dict())
+
+
+def _train_or_evolve(options: TrainOptions, device: torch.device, callbacks: Callbacks) -> TrainOptions:
+    """Run the evolution or one training; returns the final options."""
     if options.evolve:
         from utils.evolve import evolve
 
         evolve(options, device, callbacks)
-    else:
-        from utils.trainer import Trainer
+        return options
+    from utils.trainer import Trainer
 
-        trainer = Trainer(options, device, callbacks)
-        try:
-            trainer.train()
-        finally:
-            options = trainer.opt
-    vars(opt).update(options.to_dict())
+    trainer = Trainer(options, device, callbacks)
+    try:
+        trainer.train()
+    finally:
+        options = trainer.opt
+    return options
 
 
 def run(**kwargs) -> argparse.Namespace:

@@ -39,10 +39,11 @@ def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = None, batch_size:
         project: Any = ROOT / "runs/val", name: str = "exp", exist_ok: bool = False, half: bool = True,
         dnn: bool = False, model: Any = None, dataloader: Any = None, save_dir: Path = Path(""),
         plots: bool = True, callbacks: Callbacks | None = None, compute_loss: Any = None,
-        voc_ap: bool = False) -> tuple[tuple, np.ndarray, tuple[float, float, float]]:
+        voc_ap: bool = False, fp32: bool = False) -> tuple[tuple, np.ndarray, tuple[float, float, float]]:
     """Validate and return ``((P, R, mAP50, mAP50-95, box, obj, cls losses), maps (nc,), (pre, inf, nms) ms/img)``.
 
-    Same arguments as upstream ``val.run`` plus ``voc_ap`` (VOC all-point AP instead of 101-point COCO AP).
+    Same arguments as upstream ``val.run`` plus ``voc_ap`` (VOC all-point AP instead of 101-point COCO AP) and
+    ``fp32`` (plain fp32 NCHW instead of the CPU bf16/channels_last fast path, see :mod:`utils.precision`).
     """
     return _run_validation(data, weights=weights, batch_size=batch_size, imgsz=imgsz, conf_thres=conf_thres,
                            iou_thres=iou_thres, max_det=max_det, task=task, device=device, workers=workers,
@@ -50,7 +51,7 @@ def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = None, batch_size:
                            save_hybrid=save_hybrid, save_conf=save_conf, save_json=save_json, project=project,
                            name=name, exist_ok=exist_ok, half=half, dnn=dnn, model=model, dataloader=dataloader,
                            save_dir=save_dir, plots=plots, callbacks=callbacks, compute_loss=compute_loss,
-                           voc_ap=voc_ap)
+                           voc_ap=voc_ap, fp32=fp32)
 
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -79,6 +80,8 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
     parser.add_argument("--voc-ap", action="store_true", help="report VOC all-point AP instead of 101-point AP")
+    parser.add_argument("--fp32", action="store_true", help="force plain fp32 NCHW inference (no CPU bf16/"
+                        "channels_last fast path); also env YOLOV5_FP32=1")
     opt = parser.parse_args(argv)
     opt.data = check_yaml(opt.data)
     opt.save_json |= str(opt.data).endswith("coco.yaml")

@@ -76,7 +76,7 @@ def main() -> None:
         single = run_epoch(data, Path(tmp) / "single", 0, args)
         ddp = run_epoch(data, Path(tmp) / "ddp", args.nproc, args)
     print(f"{args.images} images at {args.imgsz} px, total batch {args.batch}, device {args.device}")
-    for label, (seconds, losses) in ((f"1 process          ", single), (f"{args.nproc} processes (DDP)", ddp)):
+    for label, (seconds, losses) in (("1 process          ", single), (f"{args.nproc} processes (DDP)", ddp)):
         print(f"  {label}: {seconds:7.1f} s wall, train losses box/obj/cls = "
               + " / ".join(f"{x:.5f}" for x in losses))
 

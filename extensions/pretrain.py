@@ -140,18 +140,50 @@ def restore_resume_options(opt: argparse.Namespace, explicit: dict) -> argparse.
 def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argparse.Namespace:
     """Pretrain with the options in ``opt``; returns the run's final options (``save_dir`` is the run folder)."""
     from extensions.autoencoder.trainer import PretrainTrainer
+    from utils.dist import broadcast_from_main, destroy_distributed, get_local_rank, is_main_process
 
-    LOGGER.info(colorstr("pretrain: ") + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
+    distributed = get_local_rank() != -1
+    if is_main_process():
+        LOGGER.info(colorstr("pretrain: ") + ", ".join(f"{k}={v}" for k, v in vars(opt).items()))
+    if distributed:
+        _start_distributed(opt)
+    try:
+        if is_main_process():  # rank 0 chooses (and creates) the run folder; DDP ranks receive its options
+            opt = _resolve_run(opt)
+        opt = broadcast_from_main(opt)
+        trainer = PretrainTrainer(opt, callbacks)
+        result = trainer.train()
+    finally:
+        if distributed:
+            destroy_distributed()
+    opt.best, opt.last, opt.best_loss = str(result["best"]), str(result["last"]), result["best_loss"]
+    return opt
+
+
+def _resolve_run(opt: argparse.Namespace) -> argparse.Namespace:
     if opt.resume:
         defaults = vars(build_parser().parse_args([]))
         explicit = {k: v for k, v in vars(opt).items() if k in defaults and v != defaults[k]}
-        opt = restore_resume_options(opt, explicit)
-    else:
-        opt = prepare_new_run(opt)
-    trainer = PretrainTrainer(opt, callbacks)
-    result = trainer.train()
-    opt.best, opt.last, opt.best_loss = str(result["best"]), str(result["last"]), result["best_loss"]
-    return opt
+        return restore_resume_options(opt, explicit)
+    return prepare_new_run(opt)
+
+
+def _start_distributed(opt: argparse.Namespace) -> None:
+    """DDP launch (``torch.distributed.run``): check the batch split, join the process group (NCCL/Gloo).
+
+    Raises:
+        ValueError: ``--batch-size`` is not a multiple of ``WORLD_SIZE`` (it is the total over all processes).
+    """
+    from utils.dist import get_world_size, init_distributed
+    from utils.torch_utils import select_device
+
+    world_size = get_world_size()
+    if opt.batch_size % world_size:
+        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE={world_size} (the total "
+                         f"batch is split evenly across the processes)")
+    device = init_distributed(select_device(opt.device, batch_size=opt.batch_size))
+    LOGGER.info(f"{colorstr('DDP:')} {world_size} processes on {device.type}, batch {opt.batch_size // world_size} "
+                f"per process")
 
 
 def run(**kwargs: Any) -> argparse.Namespace:

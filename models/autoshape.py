@@ -25,6 +25,7 @@ from utils.logging import LOGGER, colorstr
 from utils.nms import non_max_suppression
 from utils.ops import make_divisible
 from utils.plots import Annotator, colors
+from utils.precision import InferencePrecision, PrecisionPolicy, float_outputs
 from utils.profiling import Profile
 from utils.torch_utils import copy_attr, smart_inference_mode
 
@@ -78,7 +79,9 @@ class AutoShape(nn.Module):
 
     Settable class/instance attributes: ``conf`` (NMS confidence threshold), ``iou`` (NMS IoU threshold),
     ``agnostic`` (class-agnostic NMS), ``multi_label``, ``classes`` (list of class ids to keep, or None),
-    ``max_det`` (per image), ``amp`` (CUDA autocast).
+    ``max_det`` (per image), ``amp`` (CUDA autocast), ``fp32`` (True: plain fp32 NCHW inference instead of the CPU
+    fast path of :mod:`utils.precision`, bf16 autocast + channels_last where the CPU has native bf16; also
+    ``torch.hub.load(..., fp32=True)`` or env ``YOLOV5_FP32=1``). The choice is logged when it is made or changed.
     """
 
     conf = 0.25
@@ -88,6 +91,7 @@ class AutoShape(nn.Module):
     classes = None
     max_det = 1000
     amp = False
+    fp32 = False
 
     def __init__(self, model: nn.Module, verbose: bool = True):
         super().__init__()
@@ -97,10 +101,29 @@ class AutoShape(nn.Module):
         self.dmb = hasattr(model, "pt") and hasattr(model, "warmup")  # a DetectMultiBackend
         self.pt = not self.dmb or model.pt
         self.model = model.eval()
+        self._precision = InferencePrecision()
+        if self.dmb and getattr(model, "fp32", False):
+            self.fp32 = True  # a DetectMultiBackend built with fp32=True stays fp32
         head = _detect_head(model) if self.pt else None
         if head is not None:
             head.inplace = False
             head.export = True  # instance attribute: forward returns only the decoded (B, N, 5 + nc) tensor
+
+    @property
+    def precision(self) -> PrecisionPolicy | None:
+        """The inference precision policy now in use (follows ``fp32``); None for exported (non-PyTorch) models."""
+        if self.dmb:
+            self.model.fp32 = self.fp32
+            return self.model.precision
+        return self._precision.update(self.model, self._param().device, self.fp32) if self.pt else None
+
+    def _run_model(self, x: torch.Tensor, augment: bool) -> Any:
+        """Forward ``x`` under the precision policy (a DetectMultiBackend applies it itself); fp32 outputs."""
+        policy = self.precision
+        if self.dmb or policy is None:
+            return self.model(x, augment=augment)
+        with policy.autocast():
+            return float_outputs(self.model(policy.prepare_input(x), augment=augment))
 
     def _param(self) -> torch.Tensor:
         return next(self.model.parameters()) if self.pt else torch.empty(1, device=self.model.device)
@@ -127,11 +150,11 @@ class AutoShape(nn.Module):
             autocast = self.amp and p.device.type != "cpu"
             if isinstance(ims, torch.Tensor):
                 with torch.autocast(p.device.type, enabled=autocast):
-                    return self.model(ims.to(p.device).type_as(p), augment=augment)
+                    return self._run_model(ims.to(p.device).type_as(p), augment)
             ims, files, shape0, x, shape1 = self._preprocess(ims, size, p)
         with torch.autocast(p.device.type, enabled=autocast):
             with times[1]:
-                y = self.model(x, augment=augment)
+                y = self._run_model(x, augment)
             with times[2]:
                 y = non_max_suppression(y if self.dmb else y[0], self.conf, self.iou, self.classes, self.agnostic,
                                         self.multi_label, max_det=self.max_det)

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from utils.files import yaml_load
 from utils.logging import LOGGER
+from utils.precision import InferencePrecision, PrecisionPolicy, float_outputs
 
 # Format, --include argument, file suffix, CPU, GPU (upstream's export_formats() table); the supported ones here
 # are PyTorch, TorchScript and ONNX.
@@ -85,16 +86,20 @@ class DetectMultiBackend(nn.Module):
         fp16: half precision (CUDA only; ignored with a warning on CPU).
         fuse: fuse Conv+BN of ``.pt`` models.
         threads: onnxruntime intra-op threads (0 = onnxruntime's default).
+        fp32: force plain fp32 NCHW for ``.pt`` models. Otherwise a ``.pt`` model on CPU uses the CPU fast path of
+            :mod:`utils.precision` (bf16 autocast + channels_last where the CPU has native bf16, else fp32
+            channels_last); outputs are fp32 either way. The ``fp32`` attribute may be changed later (hub models).
 
     Attributes:
-        stride (int), names (dict), device, fp16, nhwc, model (the PyTorch/TorchScript module, or the onnxruntime
-        session), and one bool per format (``pt``, ``jit``, ``onnx``, ``xml``, ``engine``, ...).
+        stride (int), names (dict), device, fp16, fp32, precision (the current ``PrecisionPolicy`` of a ``.pt``
+        model, None otherwise), nhwc, model (the PyTorch/TorchScript module, or the onnxruntime session), and one
+        bool per format (``pt``, ``jit``, ``onnx``, ``xml``, ``engine``, ...).
         ``forward(im)`` takes BCHW float input in [0, 1] and returns a tensor (or a list of tensors) on ``device``.
     """
 
     def __init__(self, weights: Union[str, Path, Sequence[Union[str, Path]]] = "yolov5s.pt",
                  device: Union[str, torch.device] = torch.device("cpu"), dnn: bool = False, data: Any = None,
-                 fp16: bool = False, fuse: bool = True, threads: int = 0):
+                 fp16: bool = False, fuse: bool = True, threads: int = 0, fp32: bool = False):
         super().__init__()
         w = str(weights[0] if isinstance(weights, (list, tuple)) else weights)
         flags = model_type(w)
@@ -105,6 +110,7 @@ class DetectMultiBackend(nn.Module):
         if fp16 and self.device.type == "cpu":
             LOGGER.warning("WARNING ⚠️ --half is only supported on CUDA devices; running FP32 on CPU")
         self.fp16 = bool(fp16) and self.device.type != "cpu"
+        self.fp32, self._precision = bool(fp32), InferencePrecision()
         self.nhwc, self.dnn, self.stride, self.names = False, bool(dnn and self.onnx), 32, None
         if self.pt:
             self._load_pytorch(weights, fuse)
@@ -116,6 +122,13 @@ class DetectMultiBackend(nn.Module):
             self._load_onnxruntime(w, threads)
         self.names = _names_dict(self.names) if self.names else (_names_from_data(data) or
                                                                  {i: f"class{i}" for i in range(999)})
+        if self.pt:
+            self._precision.update(self.model, self.device, self.fp32)
+
+    @property
+    def precision(self) -> PrecisionPolicy | None:
+        """The inference precision policy of a ``.pt`` model (follows ``fp32``), else None."""
+        return self._precision.update(self.model, self.device, self.fp32) if self.pt else None
 
     @staticmethod
     def _check_supported(w: str, flags: dict[str, bool]) -> None:
@@ -180,7 +193,11 @@ class DetectMultiBackend(nn.Module):
         if self.fp16 and im.dtype != torch.float16:
             im = im.half()
         if self.pt:
-            y = self.model(im, augment=augment, visualize=visualize) if augment or visualize else self.model(im)
+            policy = self.precision
+            im = policy.prepare_input(im)
+            with policy.autocast():
+                y = self.model(im, augment=augment, visualize=visualize) if augment or visualize else self.model(im)
+            y = float_outputs(y) if policy.amp else y
         elif self.jit:
             y = self.model(im)
         elif self.dnn:

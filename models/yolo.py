@@ -73,8 +73,12 @@ class Detect(nn.Module):
         return (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)
 
     def _decode(self, xi: torch.Tensor, i: int) -> torch.Tensor:
-        """Decode one level (bs, na, ny, nx, no) of logits to ``[xywh px, obj, cls...]`` probabilities."""
-        xy, wh, conf = xi.sigmoid().split((2, 2, self.nc + 1), 4)
+        """Decode one level (bs, na, ny, nx, no) of logits to ``[xywh px, obj, cls...]`` probabilities.
+
+        The logits are first cast to the grid's dtype, so under bf16/fp16 autocast the sigmoid and the grid
+        arithmetic run in fp32 (a ``.half()`` model keeps decoding in fp16, as upstream).
+        """
+        xy, wh, conf = xi.to(self.grid[i].dtype).sigmoid().split((2, 2, self.nc + 1), 4)
         xy = (xy * 2 + self.grid[i]) * self.stride[i]
         wh = (wh * 2) ** 2 * self.anchor_grid[i]
         return torch.cat((xy, wh, conf), 4)
@@ -135,7 +139,7 @@ class Segment(Detect):
         return (x[0], p) if self.export else (x[0], p, x[1])
 
     def _decode(self, xi: torch.Tensor, i: int) -> torch.Tensor:
-        xy, wh, conf, mask = xi.split((2, 2, self.nc + 1, self.no - self.nc - 5), 4)
+        xy, wh, conf, mask = xi.to(self.grid[i].dtype).split((2, 2, self.nc + 1, self.no - self.nc - 5), 4)
         xy = (xy.sigmoid() * 2 + self.grid[i]) * self.stride[i]
         wh = (wh.sigmoid() * 2) ** 2 * self.anchor_grid[i]
         return torch.cat((xy, wh, conf.sigmoid(), mask), 4)

@@ -42,3 +42,20 @@ def fingerprints(root: Path) -> dict[str, tuple[str, int]]:
         if path.is_file() and path.suffix != ".cache":
             result[str(path)] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
     return result
+
+
+def write_shapes_yaml(base: Path, counts: dict[str, int], names: dict[int, str] | None = None) -> str:
+    """Generate ``base/tiny`` with the built-in shapes generator (``counts`` images per split); returns its YAML.
+
+    ``names`` defaults to the generator's eight class names.
+    """
+    import yaml
+
+    from utils.default_dataset import generate_shapes_dataset
+    from utils.shape_drawing import SHAPE_NAMES
+
+    root = generate_shapes_dataset(base / "tiny", counts)
+    file = base / "tiny.yaml"
+    file.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val",
+                                    "names": names or dict(enumerate(SHAPE_NAMES))}))
+    return str(file)

@@ -81,7 +81,7 @@ def test_backends_read_metadata_and_agree(upstream):
     x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     outputs = {}
     for kind in ("pt", "torchscript", "onnx"):
-        model = DetectMultiBackend(upstream[kind])
+        model = DetectMultiBackend(upstream[kind], fp32=True)  # exports are fp32: compare the .pt in fp32 too
         assert (model.pt, model.jit, model.onnx) == (kind == "pt", kind == "torchscript", kind == "onnx")
         assert model.stride == 32 and model.names == {i: c for i, c in enumerate("ABCDEFGHIJ")} and not model.fp16
         with torch.inference_mode():
@@ -97,7 +97,7 @@ def test_detect_on_onnx_and_torchscript_gives_the_pt_boxes(exported, tmp_path):
     labels = {}
     for kind in ("pt", "onnx", "torchscript"):
         save_dir = detect.run(weights=exported[kind], source=source, imgsz=64, conf_thres=0.3, save_txt=True,
-                              save_conf=True, project=tmp_path, name=kind)
+                              save_conf=True, project=tmp_path, name=kind, fp32=True)  # exports are fp32
         labels[kind] = np.loadtxt(save_dir / "labels" / "square.txt", ndmin=2)
     assert len(labels["pt"]) > 0
     for kind in ("onnx", "torchscript"):

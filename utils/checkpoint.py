@@ -151,10 +151,11 @@ def torch_safe_load(file: PathLike, map_location: Any = "cpu") -> Any:
     file = Path(file)
     if not file.is_file():
         raise FileNotFoundError(f"Weights file not found: {file}")
-    _import_project_extensions(file)
+    referenced = _referenced_globals(file)
+    _import_project_extensions(referenced or [])
     allowed = safe_globals()
     try:
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(_only_referenced(allowed, referenced)):
             return torch.load(file, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         offending = _offending_globals(file, allowed)
@@ -171,7 +172,32 @@ def torch_safe_load(file: PathLike, map_location: Any = "cpu") -> Any:
         raise RuntimeError(f"{file}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from None
 
 
-def _import_project_extensions(file: Path) -> None:
+def _referenced_globals(file: Path) -> list[str] | None:
+    """Return the ``'module.name'`` globals a checkpoint's pickle references beyond torch's defaults (None: unknown).
+
+    The pickle opcodes are only scanned, nothing is unpickled.
+    """
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(file)))
+    except Exception:  # not a torch zip/pickle: torch.load reports it
+        return None
+
+
+def _only_referenced(allowed: list[Any], referenced: list[str] | None) -> list[Any]:
+    """Return the allow-list entries a checkpoint actually references (all of them when that is unknown).
+
+    torch's unpickler re-reads the whole allow-list for every global it meets, so a long list (every timm class)
+    makes a ConvNeXt checkpoint load take seconds. numpy and plumbing entries always stay (numpy builds dtype
+    classes the pickle never names); the check itself is unchanged.
+    """
+    if referenced is None:
+        return allowed
+    wanted = set(referenced) | {name.replace("__builtin__", "builtins") for name in referenced}
+    always = [*_PLUMBING, *_numpy_globals()]  # numpy dtype classes are built without being named in the pickle
+    return always + [entry for entry in allowed if _global_name(entry) in wanted and entry not in always]
+
+
+def _import_project_extensions(names: Iterable[str]) -> None:
     """Import the project's own ``extensions.*`` modules a checkpoint references so they register safe globals.
 
     Only modules inside this repository's ``extensions`` package are imported (trusted project code); anything
@@ -179,10 +205,6 @@ def _import_project_extensions(file: Path) -> None:
     """
     import importlib
 
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(file))
-    except Exception:
-        return
     for name in names:
         module = name.rpartition(".")[0]
         if module.startswith("extensions.") and module.replace(".", "").replace("_", "").isalnum():
@@ -254,21 +276,42 @@ def save_checkpoint(ckpt: dict, file: PathLike) -> None:
     atomic_write_bytes(file, buffer.getvalue())
 
 
+def contiguous_tensors(value: Any) -> Any:
+    """Return ``value`` (nested dicts/lists/tuples, e.g. an optimizer state dict) with every tensor contiguous NCHW.
+
+    Tensors that already are contiguous are kept (not copied); the others are copied, so live state is unchanged.
+    """
+    if isinstance(value, torch.Tensor):
+        return value.contiguous()
+    if isinstance(value, dict):
+        return {k: contiguous_tensors(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [contiguous_tensors(v) for v in value]
+    return tuple(contiguous_tensors(v) for v in value) if type(value) is tuple else value
+
+
 def make_checkpoint(model: nn.Module, ema: Optional[nn.Module] = None, epoch: int = -1, best_fitness: Any = None,
                     updates: Optional[int] = None, optimizer: Optional[dict] = None, opt: Optional[dict] = None,
                     git: Optional[dict] = None) -> dict:
-    """Build upstream's checkpoint dict: fp16 copies of the model/EMA plus training state."""
+    """Build upstream's checkpoint dict: fp16 copies of the model/EMA plus training state.
+
+    Whatever layout and precision training used (channels_last, autocast), the saved tensors are upstream's: model
+    and EMA fp16 with standard contiguous NCHW strides, optimizer state tensors contiguous (live state untouched).
+    """
     from copy import deepcopy
 
     from utils.torch_utils import de_parallel
 
+    def fp16_nchw(module: nn.Module) -> nn.Module:
+        return deepcopy(module).half().to(memory_format=torch.contiguous_format)
+
     return {
         "epoch": epoch,
         "best_fitness": best_fitness,
-        "model": deepcopy(de_parallel(model)).half(),
-        "ema": deepcopy(ema).half() if ema is not None else None,
+        "model": fp16_nchw(de_parallel(model)),
+        "ema": fp16_nchw(ema) if ema is not None else None,
         "updates": updates,
-        "optimizer": optimizer,
+        "optimizer": contiguous_tensors(optimizer),
         "opt": opt if opt is not None else {},
         "git": git if git is not None else {"remote": None, "branch": None, "commit": None},
         "date": datetime.now().isoformat(),

@@ -44,13 +44,19 @@ def _dist_rank_world() -> tuple[int, int]:
 
 @contextlib.contextmanager
 def torch_distributed_zero_first(local_rank: int):
-    """Let rank 0 run the block first (e.g. build the label cache) while the other ranks wait at a barrier."""
+    """Let rank 0 run the block first (e.g. build the label cache) while the other ranks wait at a barrier.
+
+    Rank 0 reaches the barrier even when the block raises, so the ranks stay in step when a caller retries (the
+    pretrainer reloads a split without labels) instead of waiting forever.
+    """
     initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
     if initialised and local_rank not in (-1, 0):
         torch.distributed.barrier()
-    yield
-    if initialised and local_rank == 0:
-        torch.distributed.barrier()
+    try:
+        yield
+    finally:
+        if initialised and local_rank == 0:
+            torch.distributed.barrier()
 
 
 def seed_worker(worker_id: int) -> None:

@@ -48,23 +48,35 @@ def is_distributed() -> bool:
     return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
 
 
-def init_distributed(timeout_s: int = 10800) -> None:
-    """Initialise the default process group (NCCL when available, else Gloo) for this process's ``LOCAL_RANK``.
+def init_distributed(device: torch.device | str | None = None, timeout_s: int = 10800) -> torch.device:
+    """Initialise the default process group for this process's ``LOCAL_RANK``; returns the device to train on.
+
+    CUDA (``device`` of type cuda, or None with CUDA available): device ``cuda:LOCAL_RANK`` and the NCCL backend
+    (Gloo where NCCL is missing). CPU (``device`` cpu, or no CUDA): the Gloo backend. Rendezvous (``MASTER_ADDR``,
+    ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``) comes from the environment set by ``torch.distributed.run``.
 
     Raises:
-        RuntimeError: not launched by a distributed launcher (``LOCAL_RANK`` unset), or CUDA is missing.
+        RuntimeError: not launched by a distributed launcher (``LOCAL_RANK`` unset), or fewer CUDA devices than
+            ``LOCAL_RANK + 1`` on this node.
     """
     local_rank = get_local_rank()
     if local_rank == -1:
         raise RuntimeError("init_distributed() needs LOCAL_RANK; launch with `python -m torch.distributed.run`")
-    if torch_dist.is_initialized():
-        return
-    if not torch.cuda.is_available() or torch.cuda.device_count() <= local_rank:
-        raise RuntimeError(f"LOCAL_RANK={local_rank} needs CUDA device {local_rank}, but "
-                           f"{torch.cuda.device_count()} CUDA device(s) are visible")
-    torch.cuda.set_device(local_rank)
-    backend = "nccl" if torch_dist.is_nccl_available() else "gloo"
-    torch_dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available() or torch.cuda.device_count() <= local_rank:
+            raise RuntimeError(f"LOCAL_RANK={local_rank} needs CUDA device {local_rank}, but "
+                               f"{torch.cuda.device_count()} CUDA device(s) are visible: insufficient CUDA devices "
+                               f"for this DDP command (lower --nproc_per_node)")
+        torch.cuda.set_device(local_rank)
+        chosen, backend = torch.device("cuda", local_rank), "nccl" if torch_dist.is_nccl_available() else "gloo"
+    elif kind == "cpu":
+        chosen, backend = torch.device("cpu"), "gloo"
+    else:
+        raise RuntimeError(f"DDP training supports CUDA (NCCL) and CPU (Gloo) devices, not {kind!r}")
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    return chosen
 
 
 def destroy_distributed() -> None:

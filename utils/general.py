@@ -16,6 +16,7 @@ from utils.boxes import (  # noqa: F401
 )
 from utils.coco_eval import coco80_to_coco91_class  # noqa: F401
 from utils.dataset_yaml import check_dataset, datasets_dir  # noqa: F401
+from utils.dist import get_local_rank, get_rank, get_world_size, is_main_process  # noqa: F401
 from utils.files import (  # noqa: F401
     ROOT,
     check_file,
@@ -31,5 +32,6 @@ from utils.logging import LOGGER, LOGGING_NAME, colorstr, emojis  # noqa: F401
 from utils.metrics import box_iou, fitness  # noqa: F401
 from utils.nms import non_max_suppression  # noqa: F401
 from utils.ops import check_img_size, make_divisible  # noqa: F401
-from utils.profiling import Profile  # noqa: F401
 from utils.optim import labels_to_class_weights, labels_to_image_weights, one_cycle  # noqa: F401
+from utils.precision import cpu_has_native_bf16, select_precision  # noqa: F401
+from utils.profiling import Profile  # noqa: F401

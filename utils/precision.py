@@ -10,8 +10,8 @@ Numerics that must stay fp32, and what autocast does to each (checked in tests/u
 
 - parameters, gradients, optimizer state and EMA weights: autocast never changes parameter dtypes (fp32);
 - BatchNorm running statistics: batch norm runs in fp32 under autocast, its buffers stay fp32;
-- box decoding: ``Detect``'s decoded rows come out fp32 (its fp32 grid/anchor tensors promote the result), but the
-  sigmoid before them runs in bf16 (~0.1 px / 1 % box error at 320 px); the raw per-level outputs are bf16;
+- box decoding: ``Detect._decode`` casts each level to its grid's dtype (fp32 unless the model was ``.half()``-ed)
+  before the sigmoid, so decoding runs in fp32 and the decoded rows are fp32; the raw per-level outputs are bf16;
 - loss and target assignment: call the loss on ``float_outputs(pred)`` (``ComputeLoss`` on raw bf16 outputs
   computes its objectness BCE in bf16, several percent off);
 - NMS and metrics: run on ``float_outputs(pred)``, outside the autocast region.
@@ -101,8 +101,8 @@ class PrecisionPolicy:
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """Move the model's 4-D weights to the chosen memory format (in place); returns the model."""
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+        """Move the model's 4-D weights to the chosen memory format, channels_last or NCHW (in place); returns it."""
+        return model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Return the input batch in the chosen memory format."""
@@ -132,3 +132,38 @@ def select_precision(device: torch.device | str, force_fp32: bool = False, cuda_
     if log:
         LOGGER.info(f"precision: {policy.name} ({policy.reason})")
     return policy
+
+
+def inference_precision(device: torch.device | str, force_fp32: bool = False, log: bool = True) -> PrecisionPolicy:
+    """Return the policy for inference (val.py, detect.py, DetectMultiBackend ``.pt``, hub models).
+
+    CPU: :func:`select_precision`'s choice. Other devices: fp32 NCHW as upstream (CUDA fp16 inference is upstream's
+    explicit ``--half``, which converts the weights instead of using autocast).
+    """
+    device_type = torch.device(device).type
+    if device_type == "cpu":
+        return select_precision(device, force_fp32=force_fp32, log=log)
+    reason = "fp32 forced (--fp32 / YOLOV5_FP32)" if force_fp32 or env_forces_fp32() else \
+        f"{device_type} inference: fp32, or fp16 weights with --half (upstream)"
+    policy = PrecisionPolicy(device_type, None, False, reason)
+    if log:
+        LOGGER.info(f"precision: {policy.name} ({policy.reason})")
+    return policy
+
+
+class InferencePrecision:
+    """Follow a model's ``fp32`` switch: (re)select the inference policy when the switch, the device or
+    ``YOLOV5_FP32`` changes, move the model to that policy's memory format and log the choice (once per change)."""
+
+    def __init__(self) -> None:
+        self.policy: PrecisionPolicy | None = None
+        self._key: tuple | None = None
+
+    def update(self, model: nn.Module, device: torch.device | str, force_fp32: bool = False) -> PrecisionPolicy:
+        """Return the policy for ``device`` and ``force_fp32``, preparing ``model`` when it changed."""
+        key = (str(torch.device(device)), bool(force_fp32), env_forces_fp32())
+        if key != self._key or self.policy is None:
+            self.policy = inference_precision(device, force_fp32=force_fp32)
+            self.policy.prepare_model(model)
+            self._key = key
+        return self.policy

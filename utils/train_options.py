@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+import yaml
+
 from utils.files import ROOT, check_file, check_yaml, increment_path, yaml_load
 from utils.logging import LOGGER, colorstr
 
@@ -24,7 +26,11 @@ DEFAULT_DATA = str(ROOT / "data" / "shapes.yaml")  # the built-in dataset, gener
 DEFAULT_HYP = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"
 DEFAULT_PROJECT = ROOT / "runs" / "train"
 EVOLVE_PROJECT = ROOT / "runs" / "evolve"
-RESUME_OVERRIDABLE = ("epochs", "device", "workers")  # options a user may change when resuming
+RESUME_OVERRIDABLE = ("epochs", "device", "workers", "fp32")  # options a user may change when resuming
+UPSTREAM_DEFAULTS = {"hyp": str(DEFAULT_HYP), "optimizer": "SGD", "epochs": 100}
+# A built-in dataset (``builtin:`` in its YAML) trains with data/hyps/hyp.<builtin>.yaml and this preset unless the
+# user passes --hyp / --optimizer / --epochs: yolov5n from scratch then learns visibly within minutes on a CPU.
+BUILTIN_PRESET = {"optimizer": "Adam", "epochs": 20}
 
 
 class TrainError(RuntimeError):
@@ -41,13 +47,15 @@ class TrainOptions:
 
     ``hyp`` is a path to a hyperparameter YAML or an already loaded dict (after setup it is the unscaled dict, as
     upstream stores it in ``opt.yaml``). ``resume`` is False, True (newest ``last*.pt``) or a checkpoint path.
+    ``hyp`` '', ``optimizer`` '' and ``epochs`` None mean "the default for the dataset" (see
+    :func:`apply_dataset_defaults`): upstream's for any dataset, a short-run preset for a built-in one.
     """
 
     weights: str = ""
     cfg: str = ""
     data: Any = DEFAULT_DATA
-    hyp: Any = str(DEFAULT_HYP)
-    epochs: int = 30
+    hyp: Any = ""
+    epochs: int | None = None
     batch_size: int = 16
     imgsz: int = 320
     rect: bool = False
@@ -65,7 +73,7 @@ class TrainOptions:
     device: str = ""
     multi_scale: bool = False
     single_cls: bool = False
-    optimizer: str = "SGD"
+    optimizer: str = ""
     sync_bn: bool = False
     workers: int = 8
     project: str = str(DEFAULT_PROJECT)
@@ -84,6 +92,7 @@ class TrainOptions:
     bbox_interval: int = -1
     artifact_alias: str = "latest"
     backbone_weights: str = ""  # extension: backbone-only transfer (extensions/transfer.py)
+    fp32: bool = False  # extension: plain fp32 NCHW instead of the CPU bf16 fast path (utils/precision.py)
     save_dir: str = ""
 
     @classmethod
@@ -140,6 +149,11 @@ def _suggest(name: str, choices: Any) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+# Keys a hyp file may add to upstream's: ``anchors`` (anchors per level, as upstream reads it), ``label_smoothing``
+# and ``nbs`` (nominal batch size, default 64: gradients are accumulated to this many images per optimizer step).
+OPTIONAL_HYP_KEYS = ("anchors", "label_smoothing", "nbs")
+
+
 def load_hyp(hyp: Union[str, Path, dict]) -> dict:
     """Return a hyperparameter dict from a YAML path or dict, checked against the default file's keys.
 
@@ -155,7 +169,7 @@ def load_hyp(hyp: Union[str, Path, dict]) -> dict:
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{source}: hyperparameter '{key}' must be a number, got {value!r}")
-        if defaults and key not in defaults and key not in ("anchors", "label_smoothing"):
+        if defaults and key not in defaults and key not in OPTIONAL_HYP_KEYS:
             LOGGER.warning(f"WARNING ⚠️ {source}: unknown hyperparameter '{key}'{_suggest(key, defaults)}")
     missing = [k for k in defaults if k not in values]
     if missing:
@@ -236,6 +250,38 @@ def restore_resume_options(options: TrainOptions, overrides: dict | None = None)
     return restored
 
 
+def builtin_dataset_name(data: Any) -> str:
+    """Return the ``builtin:`` name of a dataset YAML (path or dict), or '' for a user dataset."""
+    if isinstance(data, dict):
+        return str(data.get("builtin") or "")
+    try:
+        return str(yaml_load(data).get("builtin") or "") if data and Path(data).is_file() else ""
+    except (OSError, ValueError, yaml.YAMLError):
+        return ""
+
+
+def apply_dataset_defaults(options: TrainOptions) -> TrainOptions:
+    """Fill unset ``hyp``/``optimizer``/``epochs``: upstream's defaults, or a built-in dataset's preset.
+
+    A built-in dataset uses ``data/hyps/hyp.<builtin>.yaml`` (when it exists) and :data:`BUILTIN_PRESET`, which
+    are logged; values the user set are never changed.
+    """
+    opt = dataclasses.replace(options)
+    builtin = builtin_dataset_name(opt.data)
+    preset = dict(UPSTREAM_DEFAULTS)
+    builtin_hyp = ROOT / "data" / "hyps" / f"hyp.{builtin}.yaml"
+    if builtin and builtin_hyp.is_file():
+        preset.update(BUILTIN_PRESET, hyp=str(builtin_hyp))
+    chosen = {k: v for k, v in preset.items() if getattr(opt, k) in ("", None)}
+    for key, value in chosen.items():
+        setattr(opt, key, value)
+    if builtin and chosen:
+        LOGGER.info(f"{colorstr('built-in dataset:')} '{builtin}' preset " + ", ".join(
+            f"--{k} {Path(v).name if k == 'hyp' else v}" for k, v in chosen.items())
+            + " (pass these flags to change them)")
+    return opt
+
+
 def prepare_new_run(options: TrainOptions) -> TrainOptions:
     """Check the files of a new run (data, cfg, hyp, weights) and choose its ``save_dir``; returns new options.
 
@@ -245,6 +291,7 @@ def prepare_new_run(options: TrainOptions) -> TrainOptions:
     opt = dataclasses.replace(options, freeze=list(options.freeze))
     if isinstance(opt.data, (str, Path)):
         opt.data = check_file(opt.data)
+    opt = apply_dataset_defaults(opt)
     if isinstance(opt.hyp, (str, Path)):
         opt.hyp = check_yaml(opt.hyp)
     opt.weights = resolve_weights(opt.weights)

@@ -30,6 +30,8 @@ from utils.checkpoint import load_model, make_checkpoint, save_checkpoint, strip
 from utils.logging import LOGGER, colorstr
 from utils.metrics import fitness
 from utils.optim import labels_to_image_weights
+from utils.precision import float_outputs
+from utils.torch_utils import de_parallel
 from utils.train_options import TrainError, TrainOptions
 from utils.trainer_setup import TrainerSetup
 
@@ -82,8 +84,9 @@ class Trainer(TrainerSetup):
     Subclasses may override :meth:`compute_batch_loss` to train the same loop with another objective.
     """
 
-    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> None:
-        super().__init__(options, device, callbacks if callbacks is not None else Callbacks())
+    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks | None = None,
+                 force_fp32: bool = False) -> None:
+        super().__init__(options, device, callbacks if callbacks is not None else Callbacks(), force_fp32=force_fp32)
         self.state = TrainState()
 
     def train(self) -> tuple:
@@ -164,8 +167,7 @@ class Trainer(TrainerSetup):
             self._warmup(ni, epoch)
         if self.opt.multi_scale:
             images = self._multi_scale(images)
-        with torch.autocast(device_type=self.device.type, enabled=self.amp):
-            loss, loss_items = self.compute_batch_loss(images, targets.to(self.device))
+        loss, loss_items = self.compute_batch_loss(images, targets.to(self.device))
         loss = loss * self.world_size * (4.0 if self.opt.quad else 1.0)
         self._check_finite(loss, loss_items, i, epoch, paths)
         self.scaler.scale(loss).backward()
@@ -180,9 +182,14 @@ class Trainer(TrainerSetup):
                                list(state.mean_loss))
 
     def compute_batch_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(loss * batch, items (3,))`` for a batch: images (b, 3, h, w) in [0, 1], targets (n, 6)."""
-        predictions = self.model(images)
-        return self.compute_loss(predictions, targets)
+        """Return ``(loss * batch, items (3,))`` for a batch: images (b, 3, h, w) in [0, 1], targets (n, 6).
+
+        The forward pass runs under the precision policy's autocast (bf16 on CPU, fp16 on CUDA, or none); target
+        assignment and the loss run in fp32 on ``float_outputs(predictions)``, outside autocast.
+        """
+        with self.policy.autocast():
+            predictions = self.model(images)
+        return self.compute_loss(float_outputs(predictions), targets)
 
     def _progress_text(self, epoch: int, instances: int, size: int) -> str:
         memory = torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0
@@ -240,7 +247,7 @@ class Trainer(TrainerSetup):
 
     def _resample_images(self) -> None:
         """``--image-weights``: draw this epoch's images with weights favouring rare, poorly detected classes."""
-        class_weights = self.model.class_weights.cpu().numpy() * (1 - self.state.maps) ** 2 / self.nc
+        class_weights = de_parallel(self.model).class_weights.cpu().numpy() * (1 - self.state.maps) ** 2 / self.nc
         image_weights = labels_to_image_weights(self.dataset.labels, nc=self.nc, class_weights=class_weights)
         self.dataset.indices = random.choices(range(self.dataset.n), weights=image_weights, k=self.dataset.n)
 
@@ -249,7 +256,8 @@ class Trainer(TrainerSetup):
         state = self.state
         if self.is_main:
             self.callbacks.run("on_train_epoch_end", epoch=epoch)
-            self.ema.update_attr(self.model, include=["yaml", "nc", "hyp", "names", "stride", "class_weights"])
+            self.ema.update_attr(de_parallel(self.model),
+                                 include=["yaml", "nc", "hyp", "names", "stride", "class_weights"])
             final_epoch = epoch + 1 == state.epochs or self.stopper.possible_stop
             if not self.opt.noval or final_epoch:
                 state.results, state.maps = self.validate()
@@ -261,7 +269,8 @@ class Trainer(TrainerSetup):
             if not self.opt.nosave or (final_epoch and not self.opt.evolve):
                 self.save(epoch, final_epoch)
             state.interrupted = bool(self.callbacks.stop_training)
-        state.stop = bool(self.broadcast(state.stop))
+        stop, interrupted = self.broadcast((state.stop, state.interrupted))  # every DDP rank leaves the loop together
+        state.stop, state.interrupted = bool(stop), bool(interrupted)
 
     def validate(self) -> tuple[tuple, np.ndarray]:
         """Validate the EMA model on the val loader (no plots); returns ``(results (7,), maps (nc,))``."""
@@ -271,7 +280,7 @@ class Trainer(TrainerSetup):
                                          imgsz=self.imgsz, half=self.amp, model=self.ema.ema,
                                          single_cls=self.opt.single_cls, dataloader=self.val_loader,
                                          save_dir=self.save_dir, plots=False, callbacks=self.callbacks,
-                                         compute_loss=self.compute_loss)
+                                         compute_loss=self.compute_loss, fp32=self.force_fp32)
         return tuple(float(x) for x in results), np.asarray(maps)
 
     def save(self, epoch: int, final_epoch: bool) -> None:
@@ -279,8 +288,6 @@ class Trainer(TrainerSetup):
         state = self.state
         ckpt = make_checkpoint(self.model, self.ema.ema, epoch, np.array([state.best_fitness]), self.ema.updates,
                                self.optimizer.state_dict(), self.opt.to_dict(), self.git)
-        for key in ("model", "ema"):  # checkpoints hold standard NCHW tensors whatever layout training used
-            ckpt[key].to(memory_format=torch.contiguous_format)
         save_checkpoint(ckpt, self.last)
         if state.best_fitness == state.fitness:
             save_checkpoint(ckpt, self.best)
@@ -319,5 +326,5 @@ class Trainer(TrainerSetup):
                                       single_cls=self.opt.single_cls, dataloader=self.val_loader,
                                       save_dir=self.save_dir, save_json=self.is_coco, verbose=True,
                                       plots=self.plots, callbacks=self.callbacks, compute_loss=self.compute_loss,
-                                      half=self.amp)
+                                      half=self.amp, fp32=self.force_fp32)
         return tuple(float(x) for x in results)

@@ -1,6 +1,6 @@
 """``TrainerSetup``: everything :class:`utils.trainer.Trainer` builds before the first epoch, in upstream's order.
 
-run folder + hyp -> seeds -> dataset YAML -> model (+ ``--weights`` transfer) -> AMP check -> freeze -> image and
+run folder + hyp -> seeds -> dataset YAML -> model (+ ``--weights`` transfer) -> precision policy -> freeze -> image and
 batch size -> epochs (resume) -> optimizer + LR schedule -> data loaders -> AutoAnchor -> EMA -> resume state ->
 loss gains and model attributes -> loop constants. Each step is a small method that sets attributes on ``self``.
 """
@@ -19,12 +19,14 @@ import torch
 from utils.callbacks import Callbacks
 from utils.dist import broadcast_from_main, get_local_rank, get_rank, get_world_size, is_main_process
 from utils.files import ROOT, yaml_save
+from utils.loggers import Loggers
 from utils.logging import LOGGER, colorstr
 from utils.ops import check_img_size
 from utils.optim import EarlyStopping, labels_to_class_weights, linear_lr, one_cycle, smart_optimizer
+from utils.precision import select_precision
 from utils.run_logger import RunLogger
 from utils.torch_utils import de_parallel, torch_distributed_zero_first
-from utils.train_options import NothingToResumeError, TrainError, TrainOptions, load_hyp
+from utils.train_options import NothingToResumeError, TrainError, TrainOptions, apply_dataset_defaults, load_hyp
 from utils.train_setup import (
     check_amp,
     check_train_batch_size,
@@ -54,9 +56,11 @@ def git_info(path: Path = ROOT) -> dict:
 class TrainerSetup:
     """Build the model, optimizer, data and loss for a run; base class of :class:`utils.trainer.Trainer`."""
 
-    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks) -> None:
-        self.opt = dataclasses.replace(options, freeze=list(options.freeze))
+    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks,
+                 force_fp32: bool = False) -> None:
+        self.opt = apply_dataset_defaults(dataclasses.replace(options, freeze=list(options.freeze)))
         self.device = torch.device(device)
+        self.force_fp32 = bool(force_fp32 or getattr(self.opt, "fp32", False))
         self.callbacks = callbacks
         self.is_main, self.world_size = is_main_process(), get_world_size()
         self.save_dir = Path(self.opt.save_dir)
@@ -66,7 +70,8 @@ class TrainerSetup:
         self.nbs = NOMINAL_BATCH_SIZE
         self.ema = None
         self.val_loader = None
-        self.run_logger: RunLogger | None = None
+        self.run_logger: RunLogger | None = None  # the CSV logger of ``self.loggers`` (main process)
+        self.loggers: Loggers | None = None
         self._resume_checkpoint: dict | None = None
         self.broadcast = broadcast_from_main
 
@@ -77,8 +82,7 @@ class TrainerSetup:
         init_seeds(self.opt.seed + 1 + get_rank(), deterministic=True)
         self._load_data()
         self._build_model()
-        self.amp = check_amp(self.model)
-        self._set_memory_format()
+        self._select_precision()
         freeze_layers(self.model, self.opt.freeze)
         self._image_and_batch_size()
         self._resolve_epochs()
@@ -87,17 +91,24 @@ class TrainerSetup:
         self._pretrain_routine_end()
         self._build_ema()
         self._restore_resume_state()
+        self._wrap_distributed()
         self._set_model_attributes()
         self._set_loop_constants()
 
     def _prepare_run_dir(self) -> None:
-        """Create ``save_dir/weights``, load the hyperparameters, write ``hyp.yaml``/``opt.yaml``, add the logger."""
+        """Load the hyperparameters; main process: create ``save_dir/weights``, write ``hyp.yaml``/``opt.yaml`` and
+        register the loggers (CSV, TensorBoard, Comet: :class:`utils.loggers.Loggers`). Other DDP ranks write nothing.
+        """
         opt = self.opt
-        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
         hyp = load_hyp(opt.hyp)
         LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
         opt.hyp = dict(hyp)  # unscaled: what opt.yaml and checkpoints store
         self.hyp = dict(hyp)  # working copy: weight decay and loss gains are scaled below
+        self.nbs = int(hyp.get("nbs", NOMINAL_BATCH_SIZE))
+        if self.nbs < 1:
+            raise TrainError(f"hyperparameter nbs={hyp['nbs']} (nominal batch size) must be a positive integer")
         if opt.sync_bn and self.world_size == 1:
             LOGGER.warning("WARNING ⚠️ --sync-bn only applies to multi-GPU DDP training; ignored")
         self.git = git_info() if self.is_main else {}
@@ -106,7 +117,8 @@ class TrainerSetup:
         if not opt.evolve:
             yaml_save(self.save_dir / "hyp.yaml", hyp)
             yaml_save(self.save_dir / "opt.yaml", opt.to_dict())
-            self.run_logger = RunLogger(self.save_dir, plots=self.plots).register(self.callbacks)
+            self.loggers = Loggers(self.save_dir, opt.weights, opt, hyp, plots=self.plots).register(self.callbacks)
+            self.run_logger = self.loggers.csv
 
     def _load_data(self) -> None:
         """Check the dataset YAML (generating a built-in dataset if needed); set paths, ``nc`` and ``names``."""
@@ -147,11 +159,19 @@ class TrainerSetup:
         except (ValueError, FileNotFoundError) as e:
             raise TrainError(f"--backbone-weights {path}: {e}") from e
 
-    def _set_memory_format(self) -> None:
-        """On CPU train in channels_last (NHWC) layout: same fp32 numerics, about 30% faster convolutions."""
-        self.channels_last = self.device.type == "cpu"
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+    def _select_precision(self) -> None:
+        """Choose the precision policy (:mod:`utils.precision`, logged with its reason) and the model's layout.
+
+        CUDA: upstream's fp16 AMP when ``check_amp`` passes. CPU: bf16 autocast + channels_last where the CPU has
+        native bf16, else fp32 channels_last. ``--fp32``: plain fp32 NCHW. ``amp`` is True only for fp16 AMP (it
+        drives the GradScaler, AutoBatch and fp16 validation as upstream); bf16 needs no loss scaling.
+        """
+        cuda_amp = not self.force_fp32 and check_amp(self.model)
+        self.policy = select_precision(self.device, force_fp32=self.force_fp32, cuda_amp=cuda_amp,
+                                       log=self.is_main)
+        self.amp = self.policy.autocast_dtype == torch.float16
+        self.channels_last = self.policy.channels_last
+        self.policy.prepare_model(self.model)
 
     def _image_and_batch_size(self) -> None:
         """Grid stride ``gs``, image size (a multiple of ``gs``, at least 2 gs) and batch size (AutoBatch for -1)."""
@@ -256,6 +276,26 @@ class TrainerSetup:
         if self.run_logger is not None:
             self.run_logger.truncate_from(self.state.start_epoch)
 
+    def _wrap_distributed(self) -> None:
+        """DDP launch (``LOCAL_RANK`` set, process group up): ``--sync-bn`` (CUDA only), then the DDP wrapper.
+
+        The EMA, checkpoints, validation and the loss use ``de_parallel(self.model)``; gradients are averaged over
+        the ranks, which is why :meth:`Trainer.train_step` multiplies the loss by ``WORLD_SIZE`` (as upstream).
+        """
+        if get_local_rank() == -1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return  # not launched by torch.distributed.run (a 1-process launch is still wrapped, as upstream)
+        if self.opt.sync_bn:
+            if self.device.type == "cuda":
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model).to(self.device)
+                LOGGER.info("Using SyncBatchNorm()")
+            else:
+                LOGGER.warning("WARNING ⚠️ --sync-bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
+                               "ignored, each process keeps its own batch-norm statistics")
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
+                                                               output_device=device_ids[0] if device_ids else None,
+                                                               static_graph=True)
+
     def _set_model_attributes(self) -> None:
         """Scale loss gains by levels, classes and image size; attach nc/hyp/names/class weights; build the loss."""
         from utils.loss import build_loss
@@ -280,5 +320,6 @@ class TrainerSetup:
     def describe(self) -> dict[str, Any]:
         """Return the derived settings (for logs and tests): image size, batch, accumulation, warmup, groups."""
         return {"imgsz": self.imgsz, "batch_size": self.batch_size, "accumulate": self.state.accumulate,
-                "nb": self.nb, "nw": self.nw, "amp": self.amp, "weight_decay": self.hyp["weight_decay"],
+                "nb": self.nb, "nw": self.nw, "amp": self.amp, "precision": self.policy.name,
+                "weight_decay": self.hyp["weight_decay"],
                 "param_groups": [len(g["params"]) for g in self.optimizer.param_groups]}

@@ -14,6 +14,7 @@ times in ms per image, exactly as upstream's ``val.run``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from utils.coco_eval import coco80_to_coco91_class, predictions_to_coco
 from utils.files import ROOT, increment_path
 from utils.logging import LOGGER, colorstr
 from utils.nms import non_max_suppression
+from utils.precision import PrecisionPolicy, float_outputs, inference_precision
 from utils.profiling import Profile
 from utils.torch_utils import de_parallel, select_device, smart_inference_mode
 from utils.val_outputs import finish_json, log_results, log_saved, predictions_to_targets, save_txt_labels
@@ -60,6 +62,7 @@ class ValOptions:
     half: bool = True
     plots: bool = True
     voc_ap: bool = False
+    fp32: bool = False
 
 
 class Validator:
@@ -90,20 +93,29 @@ class Validator:
         self.timers = tuple(Profile(device=self.device) for _ in range(3))
 
     def _setup_model(self, model: nn.Module | None, device: str, dnn: bool) -> None:
-        """Use the training model (fp16 only on CUDA) or load ``weights`` through the multi-backend loader."""
+        """Use the training model (fp16 only on CUDA) or load ``weights`` through the multi-backend loader.
+
+        Precision (:func:`utils.precision.inference_precision`): a given model runs under the policy chosen here
+        (not logged: the trainer logged its own, identical choice) and is moved to its memory format; a loaded one
+        under ``DetectMultiBackend``'s (logged there). ``fp32`` forces plain fp32 NCHW either way.
+        """
         opt = self.opt
+        self.policy: PrecisionPolicy | None = None
         if self.training:
             self.device = _model_device(model)
             opt.half = bool(opt.half) and self.device.type != "cpu"
             self.model = model.half() if opt.half else model.float()
             self.pt, self.stride = True, _model_stride(model)
+            self.policy = inference_precision(self.device, force_fp32=opt.fp32, log=False)
+            self.policy.prepare_model(self.model)
         else:
             from models.backends import DetectMultiBackend
             from utils.ops import check_img_size
 
             self.device = select_device(device, batch_size=opt.batch_size)
             half = bool(opt.half) and self.device.type != "cpu"  # run()'s default half=True is silent on CPU
-            self.model = DetectMultiBackend(self.weights, device=self.device, dnn=dnn, data=self.data, fp16=half)
+            self.model = DetectMultiBackend(self.weights, device=self.device, dnn=dnn, data=self.data, fp16=half,
+                                            fp32=opt.fp32)
             self.pt, self.stride = self.model.pt, self.model.stride
             opt.imgsz = check_img_size(opt.imgsz, s=self.stride)
             opt.half = self.model.fp16
@@ -202,11 +214,16 @@ class Validator:
         self.callbacks.run("on_val_batch_end", batch_i, im, targets, paths, shapes, preds)
 
     def _infer(self, im: torch.Tensor) -> tuple[Any, list | None]:
-        """Return ``(inference output, raw head outputs or None)``; raw outputs only when a loss is computed."""
+        """Return ``(inference output, raw head outputs or None)``, floating tensors as fp32 (for NMS, metrics
+        and the loss); raw outputs only when a loss is computed."""
+        policy = self.policy
+        x = policy.prepare_input(im) if policy is not None else im
+        with policy.autocast() if policy is not None else contextlib.nullcontext():
+            out = self.model(x, augment=True) if self.opt.augment and self.compute_loss is None else self.model(x)
+        out = float_outputs(out)
         if self.compute_loss is not None:
-            out = self.model(im)
             return (out[0], out[1]) if isinstance(out, (list, tuple)) and len(out) > 1 else (out, None)
-        return (self.model(im, augment=True) if self.opt.augment else self.model(im)), None
+        return out, None
 
     def _image(self, si: int, pred: torch.Tensor, labels: torch.Tensor, im: torch.Tensor, path: Path,
                shapes: Any) -> None:
@@ -308,14 +325,15 @@ def run(data: Union[str, Path, dict], weights: Any = None, batch_size: int = 32,
         project: Union[str, Path] = ROOT / "runs/val", name: str = "exp", exist_ok: bool = False, half: bool = True,
         dnn: bool = False, model: nn.Module | None = None, dataloader: Any = None, save_dir: Path = Path(""),
         plots: bool = True, callbacks: Callbacks | None = None, compute_loss: Any = None,
-        voc_ap: bool = False) -> tuple[tuple, np.ndarray, tuple[float, float, float]]:
+        voc_ap: bool = False, fp32: bool = False) -> tuple[tuple, np.ndarray, tuple[float, float, float]]:
     """Validate a model on a dataset split; upstream ``val.run`` arguments and return value.
 
     Returns:
         ``((P, R, mAP50, mAP50-95, box_loss, obj_loss, cls_loss), maps, (t_pre, t_inf, t_nms))``: mean precision
         and recall over classes at the max-mean-F1 confidence, mAPs, mean validation losses (zeros without
         ``compute_loss``), maps (nc,) per-class AP50-95 (the overall mAP for classes absent from the split) and
-        milliseconds per image.
+        milliseconds per image. ``fp32=True`` forces plain fp32 NCHW inference (no CPU bf16/channels_last fast path,
+        see :mod:`utils.precision`); ``half`` stays upstream's CUDA-only fp16 switch.
     """
     if model is None:
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
@@ -323,7 +341,7 @@ def run(data: Union[str, Path, dict], weights: Any = None, batch_size: int = 32,
     options = ValOptions(batch_size=batch_size, imgsz=imgsz, conf_thres=conf_thres, iou_thres=iou_thres,
                          max_det=max_det, task=task, workers=workers, single_cls=single_cls, augment=augment,
                          verbose=verbose, save_txt=save_txt or save_hybrid, save_hybrid=save_hybrid,
-                         save_conf=save_conf, save_json=save_json, half=half, plots=plots, voc_ap=voc_ap)
+                         save_conf=save_conf, save_json=save_json, half=half, plots=plots, voc_ap=voc_ap, fp32=fp32)
     validator = Validator(data, weights, options, device=device, dnn=dnn, model=model, dataloader=dataloader,
                           save_dir=save_dir, callbacks=callbacks, compute_loss=compute_loss)
     return validator()

@@ -63,14 +63,19 @@ def resolve_sources(data: Union[str, Path, dict]) -> tuple[Any, Any | None]:
 
 
 def _loader(source: Any, imgsz: int, batch_size: int, stride: int, augment: bool, shuffle: bool, workers: int,
-            cache: str | None, prefix: str) -> tuple[Any, Any]:
+            cache: str | None, prefix: str, rank: int = -1) -> tuple[Any, Any]:
     return create_dataloader(source, imgsz, batch_size, stride, hyp=dict(PRETRAIN_HYP), augment=augment,
-                             cache=cache, rect=False, workers=workers, shuffle=shuffle, prefix=prefix)
+                             cache=cache, rect=False, workers=workers, shuffle=shuffle, prefix=prefix, rank=rank)
 
 
 def build_pretrain_data(data: Union[str, Path, dict], imgsz: int, batch_size: int, stride: int, workers: int = 8,
-                        cache: str | None = None, augment: bool = True) -> PretrainData:
+                        cache: str | None = None, augment: bool = True, rank: int = -1,
+                        val: bool = True) -> PretrainData:
     """Build the train (augmented lightly) and val loaders; see the module docstring.
+
+    ``batch_size`` is per process. DDP: ``rank`` (``LOCAL_RANK``) gives each process its fixed share of the training
+    images through :class:`utils.dataloaders.SmartDistributedSampler` (the label cache is built by rank 0 first);
+    ``val=False`` (ranks other than 0) skips the val loader.
 
     Images are letterboxed to ``imgsz`` x ``imgsz`` (a multiple of ``stride``), batches are the loader's
     ``(uint8 (B, 3, H, W) RGB, labels (N, 6) [image, cls, xywhn], paths, shapes)``.
@@ -79,15 +84,17 @@ def build_pretrain_data(data: Union[str, Path, dict], imgsz: int, batch_size: in
     prefix = colorstr("pretrain: ")
     flip_p = 0.0
     try:
-        loader, dataset = _loader(train_source, imgsz, batch_size, stride, augment, True, workers, cache, prefix)
+        loader, dataset = _loader(train_source, imgsz, batch_size, stride, augment, True, workers, cache, prefix,
+                                  rank)
     except RuntimeError as error:
         if not (augment and any(text in str(error) for text in NO_LABEL_ERRORS)):
             raise
         LOGGER.warning(f"{prefix}{train_source} has no labels: uniform loss weights, flip-only augmentation")
-        loader, dataset = _loader(train_source, imgsz, batch_size, stride, False, True, workers, cache, prefix)
+        loader, dataset = _loader(train_source, imgsz, batch_size, stride, False, True, workers, cache, prefix,
+                                  rank)
         flip_p = PRETRAIN_HYP["fliplr"]
     val_loader = None
-    if val_source:
+    if val_source and val:
         val_loader, _ = _loader(val_source, imgsz, batch_size, stride, False, False, workers, cache,
                                 colorstr("val: "))
     labelled = any(len(labels) for labels in dataset.labels)

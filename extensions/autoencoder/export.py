@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from extensions.autoencoder.model import Autoencoder, Encoder
 from extensions.transfer import TransferReport, extract_state_dict, load_backbone_weights, transfer_backbone
-from utils.checkpoint import extract_model, save_checkpoint, torch_safe_load
+from utils.checkpoint import contiguous_tensors, extract_model, save_checkpoint, torch_safe_load
 from utils.logging import LOGGER
 
 CHECKPOINT_FORMAT = "yolov5-autoencoder-pretrain/1"
@@ -35,8 +35,8 @@ PathLike = Union[str, Path]
 
 
 def _float_state(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
-    return OrderedDict((k, v.detach().float().clone() if v.is_floating_point() else v.detach().clone())
-                       for k, v in module.state_dict().items())
+    return OrderedDict((k, v.detach().float().clone(memory_format=torch.contiguous_format) if v.is_floating_point()
+                        else v.detach().clone()) for k, v in module.state_dict().items())
 
 
 def make_pretrain_checkpoint(model: Autoencoder, epoch: int, best_loss: float,
@@ -55,7 +55,7 @@ def make_pretrain_checkpoint(model: Autoencoder, epoch: int, best_loss: float,
         "autoencoder": _float_state(model),
         "autoencoder_ema": _float_state(ema.ema) if ema is not None else None,
         "ema_updates": int(ema.updates) if ema is not None else 0,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": contiguous_tensors(optimizer.state_dict()) if optimizer is not None else None,
         "yaml": model.yaml,
         "skips": model.skips,
         "opt": dict(opt or {}),

@@ -274,8 +274,9 @@ class Autoencoder(nn.Module):
         return len(self.encoder.model)
 
     def backbone_state_dict(self) -> OrderedDict[str, torch.Tensor]:
-        """Return the encoder's tensors (detached fp32 copies for floating ones) keyed ``model.{i}.*``."""
-        return OrderedDict((k, v.detach().float().clone() if v.is_floating_point() else v.detach().clone())
+        """Return the encoder's tensors (detached fp32 contiguous copies for floating ones) keyed ``model.{i}.*``."""
+        return OrderedDict((k, v.detach().float().clone(memory_format=torch.contiguous_format)
+                            if v.is_floating_point() else v.detach().clone())
                            for k, v in self.encoder.state_dict().items())
 
 

@@ -35,18 +35,40 @@ from extensions.autoencoder.export import (
 )
 from extensions.autoencoder.loss import box_mask, images_with_boxes, loss_weights, masked_mse, pretext_pair
 from extensions.autoencoder.model import Autoencoder
-from extensions.autoencoder.plots import append_results, plot_losses, save_reconstruction_grid, truncate_results
+from extensions.autoencoder.plots import (
+    RESULTS_KEYS,
+    append_results,
+    plot_losses,
+    save_reconstruction_grid,
+    truncate_results,
+)
 from utils.callbacks import Callbacks
+from utils.dist import broadcast_from_main, get_local_rank, get_rank, get_world_size, init_distributed, is_main_process
 from utils.ema import ModelEMA
+from utils.loggers import Loggers
 from utils.logging import LOGGER, colorstr
 from utils.ops import check_img_size
 from utils.optim import one_cycle, smart_optimizer
 from utils.precision import select_precision
-from utils.torch_utils import select_device
+from utils.torch_utils import de_parallel, select_device
 from utils.train_setup import init_seeds
 
 BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 MOMENTUM = {"sgd": 0.937, "adam": 0.9, "adamw": 0.9}  # SGD momentum / Adam beta1 (the original: Adam(0.9, 0.999))
+PRETRAIN_HYP_KEYS = ("lr", "lrf", "weight_decay", "optimizer", "mask_p", "pretext", "skips", "ema", "batch_size",
+                     "imgsz")  # logged to Comet as the run's hyperparameters
+
+
+def register_pretrain_loggers(opt: argparse.Namespace, callbacks: Callbacks) -> Loggers:
+    """Register train.py's TensorBoard and Comet loggers (main process) with the pretrainer's metric names.
+
+    The pretrainer writes its own ``results.csv`` (:data:`extensions.autoencoder.plots.RESULTS_KEYS`); TensorBoard
+    scalars and Comet metrics use the same names, Comet's job type is "Pretraining". Comet resume: ``--resume``
+    continues the experiment whose key the run folder holds.
+    """
+    hyp = {k: getattr(opt, k) for k in PRETRAIN_HYP_KEYS if hasattr(opt, k)}
+    return Loggers(opt.save_dir, opt.weights, opt, hyp, plots=not opt.noplots, keys=RESULTS_KEYS,
+                   job_type="Pretraining").register(callbacks)
 
 
 class PretrainTrainer:
@@ -63,20 +85,36 @@ class PretrainTrainer:
         self.save_dir = Path(opt.save_dir)
         self.last, self.best = self.save_dir / "weights" / "last.pt", self.save_dir / "weights" / "best.pt"
         self.csv = self.save_dir / "results.csv"
+        self.is_main, self.world_size = is_main_process(), get_world_size()
+        self.loggers = register_pretrain_loggers(opt, self.callbacks) if self.is_main else None
+        try:
+            self._setup()
+        except BaseException:
+            self.callbacks.run("teardown")  # end a Comet experiment / TensorBoard writer started above
+            raise
+
+    def _setup(self) -> None:
+        """Seeds, device (DDP: this rank's), precision, model, data, optimizer, resume state, DDP wrapper."""
+        opt = self.opt
         self.callbacks.run("on_pretrain_routine_start")
-        init_seeds(opt.seed)
+        init_seeds(opt.seed + max(get_rank(), 0))
         self.device = select_device(opt.device, batch_size=opt.batch_size)
+        if get_local_rank() != -1:
+            self.device = init_distributed(self.device)  # joins the group pretrain.main started (or starts it)
         self.policy = select_precision(self.device, force_fp32=opt.fp32)
         self.resume_ckpt = load_pretrain_checkpoint(opt.resume) if opt.resume else None
         self._setup_model()
         self.imgsz = check_img_size(opt.imgsz, self.model.stride, floor=self.model.stride)
-        self.data = build_pretrain_data(opt.data, self.imgsz, opt.batch_size, self.model.stride, opt.workers,
-                                        opt.cache)
+        self.data = build_pretrain_data(opt.data, self.imgsz, opt.batch_size // self.world_size, self.model.stride,
+                                        opt.workers, opt.cache, rank=get_local_rank(), val=self.is_main)
         self.preview = self._preview_batch()
         self._setup_optimizer()
         self.start_epoch, self.best_loss = 0, math.inf
         if self.resume_ckpt is not None:
             self._restore_state(self.resume_ckpt)
+        if get_local_rank() != -1 and torch.distributed.is_initialized():
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids, static_graph=True)
         labels = [x for x in self.data.train_dataset.labels if len(x)]
         self.callbacks.run("on_pretrain_routine_end", np.concatenate(labels, 0) if labels else np.zeros((0, 5)), {})
 
@@ -88,7 +126,7 @@ class PretrainTrainer:
         elif opt.weights:
             init_encoder_from(opt.weights, self.model)
         self.model = self.policy.prepare_model(self.model.to(self.device))
-        self.ema = ModelEMA(self.model) if opt.ema else None
+        self.ema = ModelEMA(self.model) if opt.ema and self.is_main else None
         n_params = sum(p.numel() for p in self.model.parameters())
         cfg_name = opt.cfg if isinstance(opt.cfg, str) else "checkpoint YAML"
         LOGGER.info(f"{colorstr('autoencoder:')} {cfg_name} backbone ({self.model.backbone_layers} rows) + decoder, "
@@ -133,12 +171,16 @@ class PretrainTrainer:
                     f"'{opt.pretext}', mask p={opt.mask_p}\nLogging results to {colorstr('bold', self.save_dir)}\n"
                     f"Starting pretraining for {opt.epochs} epochs...")
         t0 = time.time()
-        for epoch in range(self.start_epoch, opt.epochs):
-            train_loss, lr = self.train_one_epoch(epoch)
-            self.end_epoch(epoch, train_loss, lr)
-            if self.callbacks.stop_training:
-                break
-        return self.finish(epoch, time.time() - t0)
+        try:
+            for epoch in range(self.start_epoch, opt.epochs):
+                train_loss, lr = self.train_one_epoch(epoch)
+                if self.is_main:
+                    self.end_epoch(epoch, train_loss, lr)
+                if broadcast_from_main(bool(self.callbacks.stop_training)):  # all DDP ranks stop together
+                    break
+            return self.finish(epoch, time.time() - t0)
+        finally:
+            self.callbacks.run("teardown")
 
     def _step_inputs(self, images: torch.Tensor, targets: torch.Tensor,
                      flip_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -163,8 +205,10 @@ class PretrainTrainer:
         self.callbacks.run("on_train_epoch_start")
         self.model.train()
         loader, nb = self.data.train_loader, len(self.data.train_loader)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
         lr = self.optimizer.param_groups[0]["lr"]
-        progress = tqdm(enumerate(loader), total=nb, bar_format=BAR_FORMAT)
+        progress = tqdm(enumerate(loader), total=nb, bar_format=BAR_FORMAT, disable=not self.is_main)
         total = 0.0
         for i, (images, targets, paths, _) in progress:
             self.callbacks.run("on_train_batch_start")
@@ -179,8 +223,9 @@ class PretrainTrainer:
                 self.ema.update(self.model)
             total += loss.item()
             progress.set_description(f"{epoch}/{self.opt.epochs - 1} loss {total / (i + 1):.4g}")
-            self.callbacks.run("on_train_batch_end", self.model, i + nb * epoch, images, targets, paths,
-                               [loss.item()])
+            if self.is_main:
+                self.callbacks.run("on_train_batch_end", self.model, i + nb * epoch, images, targets, paths,
+                                   [loss.item()])
         self.scheduler.step()
         self.callbacks.run("on_train_epoch_end", epoch=epoch)
         return total / max(nb, 1), lr
@@ -204,7 +249,7 @@ class PretrainTrainer:
         return total / max(count, 1)
 
     def _eval_model(self) -> torch.nn.Module:
-        model = self.ema.ema if self.ema is not None else self.model
+        model = self.ema.ema if self.ema is not None else de_parallel(self.model)
         return model.eval()
 
     @torch.no_grad()
@@ -226,7 +271,8 @@ class PretrainTrainer:
             self.save_preview(self.save_dir / f"recon_epoch{epoch}.png")
         self.model.train()
         self.callbacks.run("on_fit_epoch_end", [train_loss, val_loss, lr], epoch, -self.best_loss, -loss)
-        ckpt = make_pretrain_checkpoint(self.model, epoch, self.best_loss, self.optimizer, self.ema, vars(self.opt))
+        ckpt = make_pretrain_checkpoint(de_parallel(self.model), epoch, self.best_loss, self.optimizer, self.ema,
+                                        vars(self.opt))
         save_pretrain_checkpoint(ckpt, self.last)
         if improved:
             save_pretrain_checkpoint(ckpt, self.best)
@@ -235,7 +281,11 @@ class PretrainTrainer:
         LOGGER.info(f"epoch {epoch}: train loss {train_loss:.5g}, val loss {val_loss:.5g}, best {self.best_loss:.5g}")
 
     def finish(self, epoch: int, seconds: float) -> dict:
-        """Strip the optimizer from last/best, plot the losses, export the backbone if asked, ``on_train_end``."""
+        """Strip the optimizer from last/best, plot the losses, export the backbone if asked, ``on_train_end``.
+
+        Other DDP ranks only return the result (rank 0 writes every file)."""
+        if not self.is_main:
+            return {"last": self.last, "best": self.best, "best_loss": self.best_loss, "epoch": epoch}
         for file in (self.last, self.best):
             if file.is_file():
                 ckpt = load_pretrain_checkpoint(file)

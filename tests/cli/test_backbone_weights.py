@@ -6,28 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import train
 from utils.callbacks import Callbacks
 from utils.checkpoint import torch_safe_load
-from utils.default_dataset import generate_shapes_dataset
-from utils.shape_drawing import SHAPE_NAMES
 from utils.train_options import TrainError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"
 FAST = {"imgsz": 64, "batch_size": 4, "workers": 0, "device": "cpu", "noautoanchor": True, "noplots": True,
         "noval": True, "nosave": True, "epochs": 1}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    root = generate_shapes_dataset(tmp_path_factory.mktemp("data") / "tiny", {"train": 4, "val": 2})
-    data = {"path": str(root), "train": "images/train", "val": "images/val", "names": dict(enumerate(SHAPE_NAMES))}
-    file = root.parent / "tiny.yaml"
-    file.write_text(yaml.safe_dump(data))
-    return str(file)
 
 
 @pytest.mark.skipif(not FIXTURE.is_file(), reason="upstream fixture ../shared/fixtures/upstream not present")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import subprocess
 import sys
@@ -17,12 +16,10 @@ import yaml
 import train
 from utils.callbacks import Callbacks
 from utils.checkpoint import make_checkpoint, save_checkpoint, torch_safe_load
-from utils.default_dataset import generate_shapes_dataset
-from utils.logging import LOGGER
 from utils.plots_results import read_csv_table
 from utils.run_logger import RESULTS_KEYS
 from utils.shape_drawing import SHAPE_NAMES
-from utils.train_options import NothingToResumeError
+from utils.train_options import NothingToResumeError, TrainOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"
@@ -32,29 +29,8 @@ UPSTREAM_OPT_KEYS = [
     "device", "multi_scale", "single_cls", "optimizer", "sync_bn", "workers", "project", "name", "exist_ok", "quad",
     "cos_lr", "label_smoothing", "patience", "freeze", "save_period", "seed", "local_rank", "entity",
     "upload_dataset", "bbox_interval", "artifact_alias", "save_dir"]
-EXTRA_OPT_KEYS = ["backbone_weights"]  # this project's additions, stored before save_dir
+EXTRA_OPT_KEYS = ["backbone_weights", "fp32"]  # this project's additions, stored before save_dir
 FAST = {"imgsz": 64, "batch_size": 4, "workers": 0, "device": "cpu", "noautoanchor": True, "noplots": True}
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    """A dataset YAML for 8 train and 4 val images of the built-in shapes generator."""
-    root = generate_shapes_dataset(tmp_path_factory.mktemp("data") / "tiny", {"train": 8, "val": 4})
-    data = {"path": str(root), "train": "images/train", "val": "images/val", "names": dict(enumerate(SHAPE_NAMES))}
-    file = root.parent / "tiny.yaml"
-    file.write_text(yaml.safe_dump(data))
-    return str(file)
-
-
-@pytest.fixture
-def log_lines():
-    """Collect the project logger's messages during a test."""
-    lines: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    yield lines
-    LOGGER.removeHandler(handler)
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +65,23 @@ def test_parse_opt_accepts_every_upstream_flag(tmp_path):
 
 
 def test_defaults_train_yolov5n_from_scratch_on_builtin_data():
+    from utils.train_options import apply_dataset_defaults, prepare_new_run
+
     opt = train.build_parser().parse_args([])
     assert (opt.weights, opt.cfg, opt.imgsz, opt.batch_size) == ("", "", 320, 16)
     assert Path(opt.data).name == "shapes.yaml" and "builtin" in yaml.safe_load(Path(opt.data).read_text())
+    options = prepare_new_run(TrainOptions.from_namespace(opt))
+    assert (Path(options.cfg).name, Path(options.hyp).name, options.optimizer, options.epochs) == (
+        "yolov5n.yaml", "hyp.shapes.yaml", "Adam", 20)
+    explicit = apply_dataset_defaults(TrainOptions(data=opt.data, optimizer="SGD", epochs=3))
+    assert (Path(explicit.hyp).name, explicit.optimizer, explicit.epochs) == ("hyp.shapes.yaml", "SGD", 3)
+
+
+def test_user_datasets_get_upstream_defaults(tiny_data):
+    from utils.train_options import apply_dataset_defaults
+
+    options = apply_dataset_defaults(TrainOptions(data=tiny_data))
+    assert (Path(options.hyp).name, options.optimizer, options.epochs) == ("hyp.scratch-low.yaml", "SGD", 100)
 
 
 def test_run_rejects_unknown_option_with_suggestion():

@@ -31,10 +31,11 @@ def data_yaml(tmp_path) -> Path:
     return file
 
 
-def test_run_signature_is_upstreams_plus_voc_ap():
+def test_run_signature_is_upstreams_plus_voc_ap_and_fp32():
     params = inspect.signature(val.run).parameters
     assert list(params)[:len(UPSTREAM_RUN_PARAMS)] == UPSTREAM_RUN_PARAMS
-    assert list(params)[len(UPSTREAM_RUN_PARAMS):] == ["voc_ap"]
+    assert list(params)[len(UPSTREAM_RUN_PARAMS):] == ["voc_ap", "fp32"]
+    assert params["fp32"].default is False
     defaults = {k: p.default for k, p in params.items()}
     assert (defaults["batch_size"], defaults["imgsz"], defaults["conf_thres"], defaults["iou_thres"],
             defaults["max_det"], defaults["task"], defaults["half"]) == (32, 640, 0.001, 0.6, 300, "val", True)

@@ -304,3 +304,22 @@ def test_backbone_state_dict_is_a_detached_copy():
         ae.encoder.model[0].conv.weight.add_(1)
     assert torch.equal(exported["model.0.conv.weight"], before)
     assert not exported["model.0.conv.weight"].requires_grad
+
+
+def test_pretrain_checkpoint_of_a_channels_last_model_is_contiguous(ae_n):
+    from copy import deepcopy
+
+    from extensions.autoencoder.export import make_pretrain_checkpoint
+
+    model = deepcopy(ae_n).train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model(torch.rand(1, 3, 64, 64).contiguous(memory_format=torch.channels_last)).mean().backward()
+    optimizer.step()
+    assert not model.encoder.model[0].conv.weight.is_contiguous()
+    ckpt = make_pretrain_checkpoint(model, epoch=0, best_loss=1.0, optimizer=optimizer)
+    momentum = [s["momentum_buffer"] for s in ckpt["optimizer"]["state"].values()]
+    for name, tensors in (("backbone", ckpt["backbone"].values()), ("autoencoder", ckpt["autoencoder"].values()),
+                          ("optimizer", momentum)):
+        tensors = list(tensors)
+        assert tensors and all(t.is_contiguous() for t in tensors), name
+    assert model.encoder.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last), "live model kept"

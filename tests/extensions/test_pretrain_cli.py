@@ -18,9 +18,9 @@ from extensions.autoencoder.export import load_pretrain_checkpoint
 from extensions.autoencoder.model import load_cfg
 from extensions.transfer import load_backbone_weights
 from models.yolo import Model
+from tests.dataset_support import write_shapes_yaml
 from utils.callbacks import Callbacks
 from utils.checkpoint import torch_safe_load
-from utils.default_dataset import generate_shapes_dataset
 from utils.plots_results import read_csv_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,22 +30,8 @@ STEP_COUNTER = "num_batches_tracked"
 
 
 @pytest.fixture(scope="module")
-def tiny_cfg(tmp_path_factory) -> str:
-    """yolov5n at 1/8 width as a YAML file (the CLI takes a path)."""
-    cfg = load_cfg("yolov5n.yaml")
-    cfg["width_multiple"] = 0.125
-    path = tmp_path_factory.mktemp("cfg") / "tiny5n.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> str:
-    root = generate_shapes_dataset(tmp_path_factory.mktemp("data") / "tiny", {"train": 8, "val": 4})
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump({"path": str(root), "train": "images/train", "val": "images/val",
-                                    "names": {i: f"c{i}" for i in range(8)}}))
-    return str(path)
+    return write_shapes_yaml(tmp_path_factory.mktemp("data"), {"train": 8, "val": 4}, {i: f"c{i}" for i in range(8)})
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from utils.callbacks import Callbacks
-from utils.logging import LOGGER
 from utils.loggers import HOOKS, Loggers
 from utils.loggers import comet as comet_module
 from utils.loggers.comet import CometSettings, comet_configured, read_experiment_key
 from utils.loggers.comet_media import native_boxes, per_class_metrics
 from utils.loggers.tensorboard import tensorboard_available
+from utils.logging import LOGGER
 from utils.plots_results import read_csv_table
 from utils.run_logger import RESULTS_KEYS
 
@@ -339,21 +339,6 @@ def test_online_without_credentials_falls_back_to_offline(clean_env, tmp_path, w
 
 
 # ------------------------------------------------------------------------------------------- through train.run
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    """A dataset YAML for 8 train and 4 val images of the built-in shapes generator (64 px)."""
-    import yaml
-
-    from utils.default_dataset import generate_shapes_dataset
-    from utils.shape_drawing import SHAPE_NAMES
-
-    root = generate_shapes_dataset(tmp_path_factory.mktemp("data") / "tiny", {"train": 8, "val": 4})
-    data = {"path": str(root), "train": "images/train", "val": "images/val", "names": dict(enumerate(SHAPE_NAMES))}
-    file = root.parent / "tiny.yaml"
-    file.write_text(yaml.safe_dump(data))
-    return str(file)
-
-
 def train_once(data: str, project: Path) -> Path:
     """One epoch at 64 px on CPU with validation (metrics are logged); returns the run folder."""
     import train
@@ -428,3 +413,34 @@ def test_broken_comet_leaves_results_csv_unchanged(failure, comet_offline_run, t
     assert (run / "weights" / "best.pt").is_file() and not (tmp_path / "comet").exists()
     expected = "cannot be imported" if failure == "unimportable" else "comet backend exploded"
     assert sum(expected in w for w in warnings_seen) == 1
+
+
+@pytest.mark.slow
+def test_resumed_train_run_continues_the_comet_experiment(tiny_data, tmp_path, clean_env):
+    import train
+
+    offline_env(clean_env, tmp_path / "comet")
+    pytest.importorskip("comet_ml")
+    callbacks = Callbacks()  # stop after the first of two epochs: last.pt stays resumable
+
+    def stop(*args):
+        callbacks.stop_training = True
+
+    callbacks.register_action("on_fit_epoch_end", name="stop", callback=stop)
+    opt = train.build_parser().parse_args([])
+    for key, value in dict(data=tiny_data, epochs=2, imgsz=64, batch_size=4, workers=0, device="cpu",
+                           noautoanchor=True, noplots=True, project=str(tmp_path / "runs"), name="exp").items():
+        setattr(opt, key, value)
+    train.main(opt, callbacks)
+    run = Path(opt.save_dir)
+    key = read_experiment_key(run)
+    assert [a.name for a in (tmp_path / "comet").glob("*.zip")] == [f"{key}.zip"]
+
+    train.run(resume=str(run / "weights" / "last.pt"))
+    assert read_experiment_key(run) == key
+    continued = [a for a in (tmp_path / "comet").glob("*.zip") if a.name != f"{key}.zip"]
+    assert len(continued) == 1 and continued[0].name.startswith(f"{key}-")
+    with zipfile.ZipFile(continued[0]) as archive:
+        assert json.loads(archive.read("experiment.json"))["resume_strategy"] == "get"
+    assert list(comet_archive_metrics(continued[0])) == [1]
+    assert list(csv_by_epoch(run / "results.csv")) == [0, 1]

@@ -2,13 +2,16 @@
 
 Accuracy guard: the upstream fixture model (``../shared/fixtures/upstream/yolov5n-trained.pt``, fused) on its parity
 input (2, 3, 320, 320) is run in plain fp32 NCHW and in the CPU fast path (channels_last + bf16 autocast). Measured
-deviation of the fast path from fp32 on this fixture (AMX-BF16 CPU, torch 2.x), over all 2 x 6300 decoded rows:
+deviation of the fast path from fp32 on this fixture (AMX-BF16 CPU, torch 2.x, decoding in fp32 as
+``Detect._decode`` does), over all 2 x 6300 decoded rows:
 
-    box IoU per row >= 0.987, |d xy| <= 0.13 px, |d wh| / wh <= 0.85 %, |d obj| <= 2.6e-4, |d cls| <= 1.1e-3
+    box IoU per row >= 0.996, |d xy| <= 0.007 px, |d wh| / wh <= 0.3 %, |d obj| <= 3.1e-4, |d cls| <= 9.2e-4
 
-Tolerances below carry a 2-4x margin. The fixture was trained for only 3 epochs and its best score on the parity
-input is 0.0014, so NMS at conf 0.25 returns no boxes in either precision: the detection-level comparison is kept
-(same detections within the stated tolerance) but the per-row check is the one with teeth on this fixture.
+Tolerances below carry a margin of 3x or more. The fixture was trained for only 3 epochs: its best score on the
+parity input is 0.0014 and its class scores are near ties, so NMS at conf 0.25 returns no boxes in either precision
+and NMS at conf 0.001 picks among near-equal boxes. The detection-level checks therefore compare candidate detections
+row by row (box IoU, confidence, class where the class is not a near tie) and NMS box counts; the per-row check and
+the training comparison in benchmarks/bench_precision_train.py are the guards with teeth.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from utils import precision
 from utils.boxes import xywh2xyxy
 from utils.metrics import box_iou
 from utils.nms import non_max_suppression
-from utils.precision import PrecisionPolicy, cpu_flags, float_outputs, select_precision
+from utils.precision import (
+    InferencePrecision,
+    PrecisionPolicy,
+    cpu_flags,
+    float_outputs,
+    inference_precision,
+    select_precision,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = REPO_ROOT.parent / "shared" / "fixtures" / "upstream"
@@ -147,6 +157,30 @@ def test_float_outputs_casts_nested_floating_tensors_only():
     assert [out[0].dtype, out[1][0].dtype, out[1][1].dtype] == [torch.float32, torch.float32, torch.long]
 
 
+def test_inference_precision_follows_the_cpu_policy_and_keeps_upstream_on_cuda(monkeypatch, no_env_override):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert inference_precision("cpu", log=False).name == "bf16+channels_last"
+    assert inference_precision("cpu", force_fp32=True, log=False).name == "fp32"
+    cuda = inference_precision("cuda:0", log=False)
+    assert (cuda.name, cuda.autocast_dtype, cuda.channels_last) == ("fp32", None, False) and "--half" in cuda.reason
+    assert "forced" in inference_precision("cuda", force_fp32=True, log=False).reason
+
+
+def test_inference_precision_switch_follows_fp32_env_and_logs_each_change(monkeypatch, no_env_override):
+    messages = []
+    monkeypatch.setattr(precision.LOGGER, "info", messages.append)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    conv, switch = nn.Conv2d(3, 4, 3), InferencePrecision()
+    assert switch.update(conv, "cpu").name == switch.update(conv, "cpu").name == "bf16+channels_last"
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and len(messages) == 1
+    assert switch.update(conv, "cpu", force_fp32=True).name == "fp32"
+    assert conv.weight.is_contiguous() and len(messages) == 2
+    assert switch.update(conv, "cpu").name == "bf16+channels_last" and len(messages) == 3
+    monkeypatch.setenv("YOLOV5_FP32", "1")
+    assert switch.update(conv, "cpu").name == "fp32" and conv.weight.is_contiguous() and len(messages) == 4
+    assert messages[-1] == "precision: fp32 (fp32 forced (--fp32 / YOLOV5_FP32))"
+
+
 # ------------------------------------------------------------------------------------------------ accuracy guard
 
 
@@ -248,6 +282,50 @@ def test_autocast_decoded_boxes_are_float32_raw_levels_are_not(fused_outputs):
     """Detect's decoded rows come out fp32 (the fp32 grid promotes them); the raw levels stay bf16 -> float_outputs."""
     assert fused_outputs["bf16"].dtype == torch.float32
     assert fused_outputs["bf16_raw_dtype"] == torch.bfloat16
+
+
+# Through the entry points (DetectMultiBackend ``.pt``, default policy vs ``fp32=True``), per candidate detection:
+# every decoded row whose fp32 confidence obj * max(cls) is >= 0.001 (upstream's val threshold; 600 rows here).
+# Measured: box IoU >= 0.996, |d conf| / conf <= 2.5 %, class flips only where the top two class scores differ by
+# < 1.5 % of conf (this 3-epoch fixture has near-tied classes); NMS(0.001, 0.6) keeps 166 vs 169 boxes per image.
+CANDIDATE_CONF, CANDIDATE_IOU_MIN, CANDIDATE_CONF_REL_MAX, CLASS_MARGIN_REL = 0.001, 0.98, 0.05, 0.03
+NMS_COUNT_REL_MAX = 0.05
+
+
+@pytest.fixture(scope="module")
+def backend_outputs(parity) -> dict:
+    """Decoded outputs of the fixture through DetectMultiBackend: default policy ('fast') and fp32=True."""
+    from models.backends import DetectMultiBackend
+
+    fast, reference = DetectMultiBackend(WEIGHTS), DetectMultiBackend(WEIGHTS, fp32=True)
+    with torch.inference_mode():
+        return {"fast": fast(parity["input"])[0], "fp32": reference(parity["input"])[0],
+                "policies": (fast.precision.name, reference.precision.name)}
+
+
+def _candidates(decoded: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(b, n, 5 + nc) decoded rows -> xyxy boxes (b, n, 4), conf, class, top-1 minus top-2 class score (b, n)."""
+    scores = decoded[..., 5:] * decoded[..., 4:5]
+    conf, cls = scores.max(-1)
+    top2 = scores.topk(2, dim=-1).values
+    return xywh2xyxy(decoded[..., :4]), conf, cls, top2[..., 0] - top2[..., 1]
+
+
+def test_detect_multibackend_fast_path_gives_the_same_candidate_detections(backend_outputs):
+    assert backend_outputs["policies"] == (select_precision("cpu", log=False).name, "fp32")
+    reference, fast = backend_outputs["fp32"], backend_outputs["fast"]
+    assert fast.dtype == reference.dtype == torch.float32
+    boxes, conf, cls, margin = _candidates(reference)
+    fast_boxes, fast_conf, fast_cls, _ = _candidates(fast)
+    keep = conf >= CANDIDATE_CONF
+    assert int(keep.sum()) >= 500
+    assert _row_iou(boxes[keep], fast_boxes[keep]).min() >= CANDIDATE_IOU_MIN
+    assert ((fast_conf - conf).abs() / conf)[keep].max() <= CANDIDATE_CONF_REL_MAX
+    clear = keep & (margin > CLASS_MARGIN_REL * conf)
+    assert int(clear.sum()) >= 100 and torch.equal(cls[clear], fast_cls[clear])
+    for ref_det, fast_det in zip(non_max_suppression(reference, CANDIDATE_CONF, 0.6, max_det=300),
+                                 non_max_suppression(fast, CANDIDATE_CONF, 0.6, max_det=300), strict=True):
+        assert abs(len(fast_det) - len(ref_det)) <= NMS_COUNT_REL_MAX * len(ref_det)
 
 
 # ------------------------------------------------------------------------------- fp32 state under autocast training

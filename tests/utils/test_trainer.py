@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import yaml
 
 from utils.callbacks import HOOK_NAMES, Callbacks
 from utils.checkpoint import torch_safe_load
-from utils.default_dataset import generate_shapes_dataset
 from utils.optim import linear_lr, smart_optimizer
 from utils.plots_results import read_csv_table
 from utils.shape_drawing import SHAPE_NAMES
@@ -21,15 +19,6 @@ from utils.train_options import TrainOptions, prepare_new_run, restore_resume_op
 from utils.trainer import NonFiniteLossError, Trainer, TrainState
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    root = generate_shapes_dataset(tmp_path_factory.mktemp("data") / "tiny", {"train": 8, "val": 4})
-    data = {"path": str(root), "train": "images/train", "val": "images/val", "names": dict(enumerate(SHAPE_NAMES))}
-    file = root.parent / "tiny.yaml"
-    file.write_text(yaml.safe_dump(data))
-    return str(file)
 
 
 def make_options(tiny_data: str, tmp_path: Path, **overrides) -> TrainOptions:

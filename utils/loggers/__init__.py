@@ -33,33 +33,39 @@ class Loggers:
         save_dir: the run folder. weights: the ``--weights`` path (kept for upstream's signature).
         opt: run options (``TrainOptions`` or namespace: ``imgsz``, ``sync_bn``, ``resume``, ``noplots``,
             ``evolve``, ``epochs``, ``save_period``, ``bbox_interval``, ``name``, ``data``). hyp: hyperparameters.
-        logger: unused (upstream passes its console logger). include: names from :data:`LOGGERS` to enable.
+        logger: unused (upstream passes its console logger). include: names from :data:`LOGGERS` to enable
+            (``csv`` is always on for detection training, as upstream).
         plots: False skips all image files (default: ``not opt.noplots and not opt.evolve``).
         tb_graph: log the model graph to TensorBoard once (a traced copy; about a second for small models).
+        keys: names of the ``on_fit_epoch_end`` values (default: the 13 ``results.csv`` columns). A loop with other
+            keys (the autoencoder pretrainer) writes its own CSV; TensorBoard and Comet use these names.
+        job_type: Comet's job type ("Training", "Pretraining").
 
     Attributes:
-        csv: the always-on :class:`RunLogger`. tb / comet_logger: the optional loggers, or None. keys: the 13
-        ``results.csv`` metric names.
+        csv: the :class:`RunLogger` (None with custom ``keys`` or without ``csv``). tb / comet_logger: the optional
+        loggers, or None. keys: the metric names.
     """
 
     def __init__(self, save_dir: Path | str | None = None, weights: Any = None, opt: Any = None, hyp: Any = None,
                  logger: Any = None, include: Sequence[str] = LOGGERS, plots: bool | None = None,
-                 tb_graph: bool = True) -> None:
+                 tb_graph: bool = True, keys: Sequence[str] = RESULTS_KEYS, job_type: str = "Training") -> None:
         self.save_dir = Path(save_dir if save_dir is not None else getattr(opt, "save_dir", "."))
         self.weights, self.opt, self.hyp = weights, opt, dict(hyp or {})
         self.include = tuple(include)
-        self.keys = list(RESULTS_KEYS)
+        self.keys = list(keys)
         if plots is None:
             plots = not getattr(opt, "noplots", False) and not getattr(opt, "evolve", None)
-        self.csv = RunLogger(self.save_dir, plots=plots)
+        own_csv = "csv" in self.include and tuple(keys) == RESULTS_KEYS  # other loops (pretraining) write their own
+        self.csv = RunLogger(self.save_dir, plots=plots) if own_csv else None
         self.tb = self.comet_logger = None
         self._warned: set[tuple[str, str]] = set()
+        self.closed = False  # after teardown: a Callbacks object reused by another run never writes here
         if not is_main_process():  # loggers belong to rank 0; a stray construction elsewhere logs nothing extra
             return
         if "tb" in self.include:
-            self.tb = _make_tensorboard(self.save_dir, opt, tb_graph)
+            self.tb = _make_tensorboard(self.save_dir, opt, tb_graph, self.keys)
         if "comet" in self.include:
-            self.comet_logger = _make_comet(self.save_dir, opt, self.hyp)
+            self.comet_logger = _make_comet(self.save_dir, opt, self.hyp, self.keys, job_type)
 
     def active(self) -> Iterator[tuple[str, Any]]:
         """Yield ``(name, logger)`` for each logger in use, CSV first (its files feed the others)."""
@@ -74,6 +80,8 @@ class Loggers:
         return self
 
     def _dispatch(self, hook: str, *args: Any) -> None:
+        if self.closed:
+            return
         for name, logger in self.active():
             method = getattr(logger, hook, None)
             if method is None:
@@ -147,24 +155,25 @@ class Loggers:
         self._dispatch("on_params_update", params)
 
     def teardown(self) -> None:
-        """Always called last (also after an error): close writers and end experiments."""
+        """Always called last (also after an error): close writers and end experiments; later hooks do nothing."""
         self._dispatch("teardown")
+        self.closed = True
 
 
-def _make_tensorboard(save_dir: Path, opt: Any, graph: bool) -> Any:
+def _make_tensorboard(save_dir: Path, opt: Any, graph: bool, keys: Sequence[str]) -> Any:
     from utils.loggers.tensorboard import TensorBoardLogger, tensorboard_available
 
     if not tensorboard_available():
         return None
     try:
         return TensorBoardLogger(save_dir, imgsz=int(getattr(opt, "imgsz", 640) or 640), graph=graph,
-                                 sync_bn=bool(getattr(opt, "sync_bn", False)))
+                                 sync_bn=bool(getattr(opt, "sync_bn", False)), keys=keys)
     except Exception as e:
         LOGGER.warning(f"WARNING ⚠️ TensorBoard logging is off: {type(e).__name__}: {e}")
         return None
 
 
-def _make_comet(save_dir: Path, opt: Any, hyp: dict) -> Any:
+def _make_comet(save_dir: Path, opt: Any, hyp: dict, keys: Sequence[str], job_type: str) -> Any:
     """Create the Comet logger if configured; any failure is one warning and no Comet (training is unaffected)."""
     from utils.loggers.comet import PREFIX, CometLogger, comet_configured, read_experiment_key
 
@@ -172,7 +181,7 @@ def _make_comet(save_dir: Path, opt: Any, hyp: dict) -> Any:
         return None
     run_id = read_experiment_key(save_dir) if getattr(opt, "resume", False) else None
     try:
-        logger = CometLogger(opt, hyp, run_id=run_id)
+        logger = CometLogger(opt, hyp, run_id=run_id, job_type=job_type, keys=keys)
     except ImportError as e:
         LOGGER.warning(f"{PREFIX}WARNING ⚠️ Comet is configured but comet_ml cannot be imported ({e}); Comet logging "
                        f"is off (pip install comet_ml)")

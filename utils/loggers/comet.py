@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from utils.files import atomic_write_bytes
-from utils.logging import LOGGER, colorstr
 from utils.loggers.comet_media import log_confusion_matrix, log_per_class_metrics, prediction_layers
+from utils.logging import LOGGER, colorstr
 
 PREFIX = colorstr("Comet: ")
 KEY_FILE = "comet_experiment.json"  # run-folder file holding the experiment key for --resume
@@ -150,6 +150,8 @@ class CometLogger:
         opt: the run options (``TrainOptions`` or a namespace with upstream's keys; ``save_dir`` is used).
         hyp: the hyperparameter dict. run_id: key of an existing experiment to continue (resume), else None.
         job_type: "Training" (logged as an "other"). settings: Comet options (default: from the environment).
+        keys: metric names of the ``on_fit_epoch_end`` values (default: the 13 ``results.csv`` columns); batch
+            metrics use the first ``len(vals)`` of them.
         experiment_kwargs: extra keyword arguments for the ``comet_ml`` experiment class.
 
     Raises:
@@ -158,10 +160,14 @@ class CometLogger:
     """
 
     def __init__(self, opt: Any, hyp: Mapping[str, Any], run_id: str | None = None, job_type: str = "Training",
-                 settings: CometSettings | None = None, **experiment_kwargs: Any) -> None:
+                 settings: CometSettings | None = None, keys: Sequence[str] | None = None,
+                 **experiment_kwargs: Any) -> None:
         import comet_ml
 
+        from utils.run_logger import RESULTS_KEYS
+
         self.opt, self.hyp, self.job_type = opt, dict(hyp), job_type
+        self.keys = tuple(keys or RESULTS_KEYS)
         self.save_dir = Path(opt.save_dir)
         self.settings = settings or CometSettings.from_env()
         self.disabled, self.ended, self.resumed = False, False, run_id is not None
@@ -250,9 +256,8 @@ class CometLogger:
         """With ``COMET_LOG_BATCH_METRICS``, log the running train losses every ``COMET_BATCH_LOGGING_INTERVAL``."""
         self.experiment.set_step(int(ni))
         if self.settings.log_batch_metrics and ni % self.settings.batch_logging_interval == 0:
-            from utils.run_logger import RESULTS_KEYS
-
-            self.experiment.log_metrics(dict(zip(RESULTS_KEYS[:3], map(float, vals))), step=int(ni))
+            values = [float(v) for v in vals]
+            self.experiment.log_metrics(dict(zip(self.keys[:len(values)], values, strict=True)), step=int(ni))
 
     @_guarded
     def on_val_batch_end(self, batch_i: int, im: Any, targets: Any, paths: Sequence[str], shapes: Any,
@@ -283,10 +288,8 @@ class CometLogger:
 
     @_guarded
     def on_fit_epoch_end(self, vals: Sequence[float], epoch: int, best_fitness: Any, fi: Any) -> None:
-        """Log the epoch's 13 ``results.csv`` values under the same names, with ``epoch``."""
-        from utils.run_logger import RESULTS_KEYS
-
-        self.experiment.log_metrics(dict(zip(RESULTS_KEYS, map(float, vals))), epoch=int(epoch))
+        """Log the epoch's values under the ``results.csv`` names (13 for detection training), with ``epoch``."""
+        self.experiment.log_metrics(dict(zip(self.keys, map(float, vals), strict=True)), epoch=int(epoch))
 
     @_guarded
     def on_model_save(self, last: Path, epoch: int, final_epoch: bool, best_fitness: Any, fi: Any) -> None:

@@ -43,12 +43,17 @@ class TensorBoardLogger:
     Args:
         save_dir: the run folder. imgsz: training image size (pixels) for the graph trace.
         graph: trace and log the model graph once (skipped with ``sync_bn``, as upstream).
+        keys: scalar names of the ``on_fit_epoch_end`` values (default: the ``results.csv`` columns).
     """
 
-    def __init__(self, save_dir: Path, imgsz: int = 640, graph: bool = True, sync_bn: bool = False) -> None:
+    def __init__(self, save_dir: Path, imgsz: int = 640, graph: bool = True, sync_bn: bool = False,
+                 keys: Sequence[str] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        from utils.run_logger import RESULTS_KEYS
+
         self.save_dir = Path(save_dir)
+        self.keys = tuple(keys or RESULTS_KEYS)
         self.imgsz = int(imgsz)
         self.graph = graph and not sync_bn
         self.writer = SummaryWriter(str(self.save_dir))
@@ -75,10 +80,8 @@ class TensorBoardLogger:
             self.add_image_file(self.save_dir / f"train_batch{ni}.jpg", ni)
 
     def on_fit_epoch_end(self, vals: Sequence[float], epoch: int, best_fitness: Any, fi: Any) -> None:
-        """Log the 13 ``results.csv`` values as scalars named like its columns, at step ``epoch``."""
-        from utils.run_logger import RESULTS_KEYS
-
-        for key, value in zip(RESULTS_KEYS, vals):
+        """Log the epoch's values as scalars named like the ``results.csv`` columns, at step ``epoch``."""
+        for key, value in zip(self.keys, vals, strict=True):
             self.writer.add_scalar(key, float(value), int(epoch))
         self.writer.flush()
 
@@ -105,6 +108,7 @@ def log_graph(writer: Any, model: torch.nn.Module, imgsz: int) -> None:
         image = torch.zeros((1, 3, imgsz, imgsz), device=parameter.device)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings about data-dependent shapes
-            writer.add_graph(torch.jit.trace(copy, image, strict=False), [])
+            writer.add_graph(torch.jit.trace(copy, image, strict=False, check_trace=False), [])
     except Exception as e:
-        LOGGER.warning(f"{PREFIX}WARNING ⚠️ model graph visualization failed ({type(e).__name__}: {e})")
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        LOGGER.warning(f"{PREFIX}WARNING ⚠️ model graph visualization failed ({type(e).__name__}: {reason})")
