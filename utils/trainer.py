@@ -145,10 +145,15 @@ class Trainer(TrainerSetup):
             LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", *LOSS_NAMES, "Instances", "Size"))
             batches = tqdm(batches, total=self.nb, bar_format=TQDM_BAR_FORMAT)
         self.optimizer.zero_grad()
+        deferred_stop = False
         for i, (images, targets, paths, _) in batches:
             self.callbacks.run("on_train_batch_start")
             self.train_step(i, epoch, images, targets, paths, batches)
-            if self.callbacks.stop_training:
+            if self.callbacks.stop_training and self.world_size > 1:
+                if not deferred_stop:  # only this rank knows: stopping here would leave the others waiting
+                    LOGGER.info(f"Stop requested at epoch {epoch}, batch {i}: finishing the epoch on all DDP ranks")
+                deferred_stop = True
+            elif self.callbacks.stop_training:
                 self.state.interrupted = True
                 LOGGER.info(f"Training stopped by a callback at epoch {epoch}, batch {i}")
                 return

@@ -222,3 +222,25 @@ def test_train_state_is_a_plain_dataclass():
     assert {"epoch", "start_epoch", "epochs", "step", "last_opt_step", "accumulate", "best_fitness", "stop",
             "interrupted"} <= fields
     assert TrainState().last_opt_step == -1 and TrainState().accumulate == 1
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_mid_epoch_stop_is_immediate_alone_and_deferred_to_epoch_end_under_ddp(tiny_data, tmp_path, world_size):
+    callbacks = Callbacks()
+    batches_seen: list[int] = []
+
+    def stop_after_first_batch(*args) -> None:
+        batches_seen.append(args[1])
+        callbacks.stop_training = True
+
+    callbacks.register_action("on_train_batch_end", callback=stop_after_first_batch)
+    trainer = Trainer(make_options(tiny_data, tmp_path, epochs=3, noval=True, batch_size=2), CPU, callbacks)
+    trainer.setup()
+    trainer.world_size = world_size  # as a DDP rank sees it; without a process group the broadcast is the identity
+    trainer.fit()
+    assert trainer.state.interrupted and trainer.state.epoch == 0
+    if world_size == 1:
+        assert batches_seen == [0] and not (tmp_path / "exp" / "results.csv").exists()
+    else:  # every rank runs the whole epoch, then all leave together after the end-of-epoch broadcast
+        assert batches_seen == list(range(trainer.nb)) and trainer.nb == 4
+        assert len(read_csv_table(tmp_path / "exp" / "results.csv")[1]) == 1
