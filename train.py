@@ -26,7 +26,7 @@ if str(ROOT) not in sys.path:
 
 from utils.callbacks import Callbacks
 from utils.dataset_yaml import DatasetYAMLError
-from utils.dist import destroy_distributed, get_local_rank, get_world_size, is_main_process
+from utils.dist import check_batch_split, destroy_distributed, get_local_rank, get_world_size, is_main_process
 from utils.logging import LOGGER, colorstr
 from utils.train_options import (
     BUILTIN_PRESET,
@@ -135,16 +135,16 @@ def _check_distributed(options: TrainOptions) -> None:
     """
     if get_local_rank() == -1:
         return
-    world_size = get_world_size()
     if options.image_weights:
         raise TrainError(f"--image-weights {DDP_INCOMPATIBLE}")
     if options.evolve:
         raise TrainError(f"--evolve {DDP_INCOMPATIBLE}")
     if options.batch_size == -1:
         raise TrainError(f"AutoBatch with --batch-size -1 {DDP_INCOMPATIBLE}, please pass a valid --batch-size")
-    if options.batch_size % world_size:
-        raise TrainError(f"--batch-size {options.batch_size} must be a multiple of WORLD_SIZE={world_size} (the "
-                         f"total batch is split evenly across the processes)")
+    try:
+        check_batch_split(options.batch_size)
+    except ValueError as error:
+        raise TrainError(str(error)) from None
 
 
 def _start_distributed(device: torch.device, options: TrainOptions) -> torch.device:

@@ -174,16 +174,12 @@ def _start_distributed(opt: argparse.Namespace) -> None:
     Raises:
         ValueError: ``--batch-size`` is not a multiple of ``WORLD_SIZE`` (it is the total over all processes).
     """
-    from utils.dist import get_world_size, init_distributed
+    from utils.dist import check_batch_split, get_world_size, init_distributed
     from utils.torch_utils import select_device
 
-    world_size = get_world_size()
-    if opt.batch_size % world_size:
-        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE={world_size} (the total "
-                         f"batch is split evenly across the processes)")
+    per_process = check_batch_split(opt.batch_size)
     device = init_distributed(select_device(opt.device, batch_size=opt.batch_size))
-    LOGGER.info(f"{colorstr('DDP:')} {world_size} processes on {device.type}, batch {opt.batch_size // world_size} "
-                f"per process")
+    LOGGER.info(f"{colorstr('DDP:')} {get_world_size()} processes on {device.type}, batch {per_process} per process")
 
 
 def run(**kwargs: Any) -> argparse.Namespace:

@@ -43,6 +43,19 @@ def is_main_process() -> bool:
     return get_rank() in (-1, 0)
 
 
+def check_batch_split(batch_size: int) -> int:
+    """Return the per-process batch of a total ``batch_size`` split over ``WORLD_SIZE`` processes.
+
+    Raises:
+        ValueError: ``batch_size`` is not a multiple of ``WORLD_SIZE``.
+    """
+    world_size = get_world_size()
+    if batch_size % world_size:
+        raise ValueError(f"--batch-size {batch_size} must be a multiple of WORLD_SIZE={world_size} (the total batch "
+                         f"is split evenly across the processes)")
+    return batch_size // world_size
+
+
 def is_distributed() -> bool:
     """Return True when a process group is initialised and has more than one member."""
     return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
@@ -77,6 +90,14 @@ def init_distributed(device: torch.device | str | None = None, timeout_s: int = 
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return chosen
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
+    """Wrap ``model`` for DDP on this rank's ``device`` (CUDA: its index; CPU/Gloo: no device ids), static graph."""
+    device_ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                     output_device=device_ids[0] if device_ids else None,
+                                                     static_graph=True)
 
 
 def destroy_distributed() -> None:

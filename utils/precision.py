@@ -109,6 +109,9 @@ class PrecisionPolicy:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
 
+FORCED_FP32_REASON = "fp32 forced (--fp32 / YOLOV5_FP32)"
+
+
 def env_forces_fp32() -> bool:
     """Return True when the environment variable ``YOLOV5_FP32`` asks for fp32."""
     return os.environ.get("YOLOV5_FP32", "").strip().lower() in ("1", "true", "yes")
@@ -119,7 +122,7 @@ def select_precision(device: torch.device | str, force_fp32: bool = False, cuda_
     """Return the precision policy for ``device`` (see the module docstring) and log the choice with its reason."""
     device_type = torch.device(device).type
     if force_fp32 or env_forces_fp32():
-        policy = PrecisionPolicy(device_type, None, False, "fp32 forced (--fp32 / YOLOV5_FP32)")
+        policy = PrecisionPolicy(device_type, None, False, FORCED_FP32_REASON)
     elif device_type == "cuda":
         policy = (PrecisionPolicy("cuda", torch.float16, False, "CUDA automatic mixed precision")
                   if cuda_amp else PrecisionPolicy("cuda", None, False, "CUDA AMP check failed or disabled"))
@@ -129,6 +132,11 @@ def select_precision(device: torch.device | str, force_fp32: bool = False, cuda_
         policy = PrecisionPolicy("cpu", None, True, "no native bf16 on this CPU; channels_last fp32")
     else:
         policy = PrecisionPolicy(device_type, None, False, f"{device_type}: fp32")
+    return _logged(policy, log)
+
+
+def _logged(policy: PrecisionPolicy, log: bool) -> PrecisionPolicy:
+    """Log ``precision: <name> (<reason>)`` when ``log``; returns ``policy``."""
     if log:
         LOGGER.info(f"precision: {policy.name} ({policy.reason})")
     return policy
@@ -143,12 +151,9 @@ def inference_precision(device: torch.device | str, force_fp32: bool = False, lo
     device_type = torch.device(device).type
     if device_type == "cpu":
         return select_precision(device, force_fp32=force_fp32, log=log)
-    reason = "fp32 forced (--fp32 / YOLOV5_FP32)" if force_fp32 or env_forces_fp32() else \
+    reason = FORCED_FP32_REASON if force_fp32 or env_forces_fp32() else \
         f"{device_type} inference: fp32, or fp16 weights with --half (upstream)"
-    policy = PrecisionPolicy(device_type, None, False, reason)
-    if log:
-        LOGGER.info(f"precision: {policy.name} ({policy.reason})")
-    return policy
+    return _logged(PrecisionPolicy(device_type, None, False, reason), log)
 
 
 class InferencePrecision:

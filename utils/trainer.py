@@ -84,9 +84,8 @@ class Trainer(TrainerSetup):
     Subclasses may override :meth:`compute_batch_loss` to train the same loop with another objective.
     """
 
-    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks | None = None,
-                 force_fp32: bool = False) -> None:
-        super().__init__(options, device, callbacks if callbacks is not None else Callbacks(), force_fp32=force_fp32)
+    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> None:
+        super().__init__(options, device, callbacks if callbacks is not None else Callbacks())
         self.state = TrainState()
 
     def train(self) -> tuple:
@@ -165,9 +164,7 @@ class Trainer(TrainerSetup):
         """Forward, loss, backward and (every ``accumulate`` batches) an optimizer step for batch ``i``."""
         state = self.state
         state.step = ni = i + self.nb * epoch
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        images = images.to(self.device, non_blocking=True).float() / 255
+        images = self.policy.prepare_input(images).to(self.device, non_blocking=True).float() / 255
         if ni <= self.nw:
             self._warmup(ni, epoch)
         if self.opt.multi_scale:
@@ -219,7 +216,7 @@ class Trainer(TrainerSetup):
         if factor != 1:
             new_shape = [math.ceil(x * factor / gs) * gs for x in images.shape[2:]]
             images = F.interpolate(images, size=new_shape, mode="bilinear", align_corners=False)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        return self.policy.prepare_input(images)
 
     def _optimizer_step(self, i: int, epoch: int, paths: Sequence[str]) -> None:
         """Unscale, clip gradients to norm 10, step the optimizer and the EMA, zero the gradients."""
@@ -285,7 +282,7 @@ class Trainer(TrainerSetup):
                                          imgsz=self.imgsz, half=self.amp, model=self.ema.ema,
                                          single_cls=self.opt.single_cls, dataloader=self.val_loader,
                                          save_dir=self.save_dir, plots=False, callbacks=self.callbacks,
-                                         compute_loss=self.compute_loss, fp32=self.force_fp32)
+                                         compute_loss=self.compute_loss, fp32=self.opt.fp32)
         return tuple(float(x) for x in results), np.asarray(maps)
 
     def save(self, epoch: int, final_epoch: bool) -> None:
@@ -331,5 +328,5 @@ class Trainer(TrainerSetup):
                                       single_cls=self.opt.single_cls, dataloader=self.val_loader,
                                       save_dir=self.save_dir, save_json=self.is_coco, verbose=True,
                                       plots=self.plots, callbacks=self.callbacks, compute_loss=self.compute_loss,
-                                      half=self.amp, fp32=self.force_fp32)
+                                      half=self.amp, fp32=self.opt.fp32)
         return tuple(float(x) for x in results)

@@ -17,16 +17,15 @@ import numpy as np
 import torch
 
 from utils.callbacks import Callbacks
-from utils.dist import broadcast_from_main, get_local_rank, get_rank, get_world_size, is_main_process
+from utils.dist import broadcast_from_main, get_local_rank, get_rank, get_world_size, is_main_process, wrap_ddp
 from utils.files import ROOT, yaml_save
 from utils.loggers import Loggers
 from utils.logging import LOGGER, colorstr
 from utils.ops import check_img_size
 from utils.optim import EarlyStopping, labels_to_class_weights, linear_lr, one_cycle, smart_optimizer
 from utils.precision import select_precision
-from utils.run_logger import RunLogger
 from utils.torch_utils import de_parallel, torch_distributed_zero_first
-from utils.train_options import NothingToResumeError, TrainError, TrainOptions, apply_dataset_defaults, load_hyp
+from utils.train_options import NothingToResumeError, TrainError, TrainOptions, load_hyp
 from utils.train_setup import (
     check_amp,
     check_train_batch_size,
@@ -56,21 +55,17 @@ def git_info(path: Path = ROOT) -> dict:
 class TrainerSetup:
     """Build the model, optimizer, data and loss for a run; base class of :class:`utils.trainer.Trainer`."""
 
-    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks,
-                 force_fp32: bool = False) -> None:
-        self.opt = apply_dataset_defaults(dataclasses.replace(options, freeze=list(options.freeze)))
+    def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks) -> None:
+        self.opt = dataclasses.replace(options, freeze=list(options.freeze))  # prepared: see train_options
         self.device = torch.device(device)
-        self.force_fp32 = bool(force_fp32 or getattr(self.opt, "fp32", False))
         self.callbacks = callbacks
         self.is_main, self.world_size = is_main_process(), get_world_size()
         self.save_dir = Path(self.opt.save_dir)
         self.weights_dir = self.save_dir / "weights"
         self.last, self.best = self.weights_dir / "last.pt", self.weights_dir / "best.pt"
         self.plots = not self.opt.evolve and not self.opt.noplots
-        self.nbs = NOMINAL_BATCH_SIZE
         self.ema = None
         self.val_loader = None
-        self.run_logger: RunLogger | None = None  # the CSV logger of ``self.loggers`` (main process)
         self.loggers: Loggers | None = None
         self._resume_checkpoint: dict | None = None
         self.broadcast = broadcast_from_main
@@ -118,7 +113,6 @@ class TrainerSetup:
             yaml_save(self.save_dir / "hyp.yaml", hyp)
             yaml_save(self.save_dir / "opt.yaml", opt.to_dict())
             self.loggers = Loggers(self.save_dir, opt.weights, opt, hyp, plots=self.plots).register(self.callbacks)
-            self.run_logger = self.loggers.csv
 
     def _load_data(self) -> None:
         """Check the dataset YAML (generating a built-in dataset if needed); set paths, ``nc`` and ``names``."""
@@ -166,12 +160,15 @@ class TrainerSetup:
         native bf16, else fp32 channels_last. ``--fp32``: plain fp32 NCHW. ``amp`` is True only for fp16 AMP (it
         drives the GradScaler, AutoBatch and fp16 validation as upstream); bf16 needs no loss scaling.
         """
-        cuda_amp = not self.force_fp32 and check_amp(self.model)
-        self.policy = select_precision(self.device, force_fp32=self.force_fp32, cuda_amp=cuda_amp,
-                                       log=self.is_main)
+        cuda_amp = not self.opt.fp32 and check_amp(self.model)
+        self.policy = select_precision(self.device, force_fp32=self.opt.fp32, cuda_amp=cuda_amp, log=self.is_main)
         self.amp = self.policy.autocast_dtype == torch.float16
-        self.channels_last = self.policy.channels_last
         self.policy.prepare_model(self.model)
+
+    @property
+    def channels_last(self) -> bool:
+        """True when the model and batches use the channels_last memory format (from the precision policy)."""
+        return self.policy.channels_last
 
     def _image_and_batch_size(self) -> None:
         """Grid stride ``gs``, image size (a multiple of ``gs``, at least 2 gs) and batch size (AutoBatch for -1)."""
@@ -273,8 +270,8 @@ class TrainerSetup:
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.ema.load_state_dict(ckpt["ema"].float().state_dict())
             self.ema.updates = int(ckpt.get("updates") or 0)
-        if self.run_logger is not None:
-            self.run_logger.truncate_from(self.state.start_epoch)
+        if self.loggers is not None and self.loggers.csv is not None:
+            self.loggers.csv.truncate_from(self.state.start_epoch)
 
     def _wrap_distributed(self) -> None:
         """DDP launch (``LOCAL_RANK`` set, process group up): ``--sync-bn`` (CUDA only), then the DDP wrapper.
@@ -291,10 +288,7 @@ class TrainerSetup:
             else:
                 LOGGER.warning("WARNING ⚠️ --sync-bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernel); "
                                "ignored, each process keeps its own batch-norm statistics")
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids,
-                                                               output_device=device_ids[0] if device_ids else None,
-                                                               static_graph=True)
+        self.model = wrap_ddp(self.model, self.device)
 
     def _set_model_attributes(self) -> None:
         """Scale loss gains by levels, classes and image size; attach nc/hyp/names/class weights; build the loss."""

@@ -43,7 +43,15 @@ from extensions.autoencoder.plots import (
     truncate_results,
 )
 from utils.callbacks import Callbacks
-from utils.dist import broadcast_from_main, get_local_rank, get_rank, get_world_size, init_distributed, is_main_process
+from utils.dist import (
+    broadcast_from_main,
+    get_local_rank,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+    wrap_ddp,
+)
 from utils.ema import ModelEMA
 from utils.loggers import Loggers
 from utils.logging import LOGGER, colorstr
@@ -113,8 +121,7 @@ class PretrainTrainer:
         if self.resume_ckpt is not None:
             self._restore_state(self.resume_ckpt)
         if get_local_rank() != -1 and torch.distributed.is_initialized():
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids, static_graph=True)
+            self.model = wrap_ddp(self.model, self.device)
         labels = [x for x in self.data.train_dataset.labels if len(x)]
         self.callbacks.run("on_pretrain_routine_end", np.concatenate(labels, 0) if labels else np.zeros((0, 5)), {})
 
@@ -221,11 +228,12 @@ class PretrainTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update(self.model)
-            total += loss.item()
+            batch_loss = loss.item()
+            total += batch_loss
             progress.set_description(f"{epoch}/{self.opt.epochs - 1} loss {total / (i + 1):.4g}")
             if self.is_main:
                 self.callbacks.run("on_train_batch_end", self.model, i + nb * epoch, images, targets, paths,
-                                   [loss.item()])
+                                   [batch_loss])
         self.scheduler.step()
         self.callbacks.run("on_train_epoch_end", epoch=epoch)
         return total / max(nb, 1), lr

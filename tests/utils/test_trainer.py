@@ -14,6 +14,7 @@ from utils.callbacks import HOOK_NAMES, Callbacks
 from utils.checkpoint import torch_safe_load
 from utils.optim import linear_lr, smart_optimizer
 from utils.plots_results import read_csv_table
+from utils.precision import PrecisionPolicy
 from utils.shape_drawing import SHAPE_NAMES
 from utils.train_options import TrainOptions, prepare_new_run, restore_resume_options
 from utils.trainer import NonFiniteLossError, Trainer, TrainState
@@ -36,7 +37,7 @@ def bare_trainer(batch_size: int = 16, nw: int = 100, epochs: int = 10) -> Train
     trainer.lf = linear_lr(epochs, 0.01)
     torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lr_lambda=trainer.lf)
     trainer.nw, trainer.nbs, trainer.batch_size, trainer.imgsz, trainer.gs = nw, 64, batch_size, 320, 32
-    trainer.channels_last = True
+    trainer.policy = PrecisionPolicy("cpu", None, True, "test: fp32 channels_last")
     trainer.state = TrainState()
     return trainer
 

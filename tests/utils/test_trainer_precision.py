@@ -6,6 +6,7 @@ native bf16 (torch emulates bf16 autocast where the hardware lacks it: slower, s
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def set_up_trainer(tiny_data: str, tmp_path: Path, force_fp32: bool = False) -> 
     options = prepare_new_run(TrainOptions(data=tiny_data, epochs=1, imgsz=64, batch_size=2, workers=0,
                                            device="cpu", noautoanchor=True, noplots=True, project=str(tmp_path),
                                            name="exp"))
-    trainer = Trainer(options, CPU, force_fp32=force_fp32)
+    trainer = Trainer(dataclasses.replace(options, fp32=force_fp32), CPU)
     trainer.setup()
     return trainer
 
