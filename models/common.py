@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
+from models.cpu_fast import KERNEL_ATTRIBUTE, cat_channels
 from models.registry import add_module
 
 IntOrPair = Union[int, Sequence[int]]
@@ -50,6 +51,9 @@ class Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if "bn" in self._modules:
             return self.act(self.bn(self.conv(x)))
+        kernel = self.__dict__.get(KERNEL_ATTRIBUTE)  # CPU bf16 inference (models/cpu_fast.py)
+        if kernel is not None and kernel.applies(x):
+            return kernel(x)
         return self.act(self.conv(x))
 
     def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +143,7 @@ class BottleneckCSP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y1 = self.cv3(self.m(self.cv1(x)))
         y2 = self.cv2(x)
-        return self.cv4(self.act(self.bn(torch.cat((y1, y2), 1))))
+        return self.cv4(self.act(self.bn(cat_channels((y1, y2)))))
 
 
 class CrossConv(nn.Module):
@@ -169,7 +173,7 @@ class C3(nn.Module):
         self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+        return self.cv3(cat_channels((self.m(self.cv1(x)), self.cv2(x))))
 
 
 class C3x(C3):
@@ -234,7 +238,7 @@ class SPP(nn.Module):
         pool_input = _poolable(x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.cv2(torch.cat([x] + [m(pool_input) for m in self.m], 1))
+            return self.cv2(cat_channels([x] + [m(pool_input) for m in self.m]))
 
 
 class SPPF(nn.Module):
@@ -251,7 +255,7 @@ class SPPF(nn.Module):
         x = self.cv1(x)
         y1 = self.m(_poolable(x))
         y2 = self.m(y1)
-        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
+        return self.cv2(cat_channels((x, y1, y2, self.m(y2))))
 
 
 class Focus(nn.Module):
@@ -277,7 +281,7 @@ class GhostConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.cv1(x)
-        return torch.cat((y, self.cv2(y)), 1)
+        return cat_channels((y, self.cv2(y)))
 
 
 class GhostBottleneck(nn.Module):
@@ -334,7 +338,7 @@ class Concat(nn.Module):
         self.d = dimension
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(x, self.d)
+        return cat_channels(x) if self.d == 1 else torch.cat(x, self.d)
 
 
 class Proto(nn.Module):

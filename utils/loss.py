@@ -90,6 +90,7 @@ class YoloLoss:
     """
 
     sort_obj_iou = False
+    casts_to_fp32 = True  # accepts bf16/fp16 head outputs: gathers first, then computes in fp32
 
     def __init__(self, hyp: dict, anchors: torch.Tensor, nc: int, strides: Sequence[float] | torch.Tensor,
                  autobalance: bool = False) -> None:
@@ -121,13 +122,13 @@ class YoloLoss:
         totals = {k: torch.zeros(1, device=self.device) for k in ("box", "obj", "cls")}
         tcls, tbox, indices, anchors = self.build_targets(p, targets)
         for i, pi in enumerate(p):
-            tobj = torch.zeros(pi.shape[:4], dtype=pi.dtype, device=self.device)
+            tobj = torch.zeros(pi.shape[:4], dtype=torch.float32, device=self.device)
             if indices[i][0].shape[0]:
                 box, cls, index, iou = self._positive_terms(pi, tcls[i], tbox[i], indices[i], anchors[i])
                 totals["box"] = totals["box"] + box
                 totals["cls"] = totals["cls"] + cls
                 tobj[index] = iou
-            obj_level = self.BCEobj(pi[..., 4], tobj)
+            obj_level = self.BCEobj(pi[..., 4].float(), tobj)
             totals["obj"] = totals["obj"] + obj_level * self.balance[i]
             if self.autobalance:
                 self.balance[i] = self.balance[i] * 0.9999 + 0.0001 / obj_level.detach().item()
@@ -138,11 +139,11 @@ class YoloLoss:
     def _positive_terms(self, pi: torch.Tensor, tcls: torch.Tensor, tbox: torch.Tensor,
                         index: tuple[torch.Tensor, ...], anchors: torch.Tensor):
         """Return (box loss, cls loss, tobj index, tobj values) for the positives of one level."""
-        pxy, pwh, _, pcls = pi[index].split((2, 2, 1, self.nc), 1)
+        pxy, pwh, _, pcls = pi[index].float().split((2, 2, 1, self.nc), 1)
         pbox = torch.cat((pxy.sigmoid() * 2 - 0.5, (pwh.sigmoid() * 2) ** 2 * anchors), 1)
         iou = bbox_iou(pbox, tbox, xywh=True, CIoU=True).view(-1)
         box_loss = (1.0 - iou).mean()
-        obj_target = iou.detach().clamp(0).type(pi.dtype)
+        obj_target = iou.detach().clamp(0)
         if self.sort_obj_iou:
             order = obj_target.argsort()
             index = tuple(x[order] for x in index)

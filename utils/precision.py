@@ -12,8 +12,10 @@ Numerics that must stay fp32, and what autocast does to each (checked in tests/u
 - BatchNorm running statistics: batch norm runs in fp32 under autocast, its buffers stay fp32;
 - box decoding: ``Detect._decode`` casts each level to its grid's dtype (fp32 unless the model was ``.half()``-ed)
   before the sigmoid, so decoding runs in fp32 and the decoded rows are fp32; the raw per-level outputs are bf16;
-- loss and target assignment: call the loss on ``float_outputs(pred)`` (``ComputeLoss`` on raw bf16 outputs
-  computes its objectness BCE in bf16, several percent off);
+- loss and target assignment: in fp32. ``ComputeLoss`` (``casts_to_fp32``) takes the raw bf16 outputs and casts
+  what it reads (the positives it gathers, the objectness channel) to fp32 before any arithmetic, so the loss is
+  the same as on fp32-cast outputs while the full-size gradient tensors stay bf16; other losses get
+  ``float_outputs(pred)`` (the trainer decides);
 - NMS and metrics: run on ``float_outputs(pred)``, outside the autocast region.
 
 Checkpoints are written by ``utils.checkpoint.make_checkpoint`` (fp16 copies) whatever the training precision.
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from models.cpu_fast import install_packed_convs, remove_packed_convs
 from utils.logging import LOGGER
 
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -101,8 +104,20 @@ class PrecisionPolicy:
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """Move the model's 4-D weights to the chosen memory format, channels_last or NCHW (in place); returns it."""
-        return model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        """Prepare ``model`` in place for this policy and return it.
+
+        Moves the 4-D weights to the chosen memory format (channels_last or NCHW). Under the CPU bf16 policy, fused
+        ``Conv`` layers (inference models) also get packed bf16 kernels with the activation fused
+        (``models.cpu_fast.install_packed_convs``); any other policy removes them again.
+        """
+        model = model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        if self.device_type == "cpu" and self.autocast_dtype == torch.bfloat16:
+            count = install_packed_convs(model)
+            if count:
+                LOGGER.info(f"CPU fast path: {count} fused Conv layers run packed bf16 kernels (activation fused)")
+        else:
+            remove_packed_convs(model)
+        return model
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
         """Return the input batch in the chosen memory format."""

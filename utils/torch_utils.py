@@ -96,6 +96,10 @@ def initialize_weights(model: nn.Module) -> None:
             m.inplace = True
 
 
+def _channels_last(weight: torch.Tensor) -> bool:
+    return weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+
 @torch.no_grad()
 def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """Return a Conv2d (with bias, no gradients) equivalent to ``bn(conv(x))`` in eval mode.
@@ -106,7 +110,8 @@ def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
                       padding=conv.padding, dilation=conv.dilation, groups=conv.groups, bias=True)
     fused = fused.requires_grad_(False).to(conv.weight.device)
     scale = bn.weight.div(torch.sqrt(bn.running_var + bn.eps))
-    fused.weight.copy_((conv.weight.view(conv.out_channels, -1) * scale.view(-1, 1)).view(fused.weight.shape))
+    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))  # any memory format (channels_last models too)
+    fused = fused.to(memory_format=torch.channels_last if _channels_last(conv.weight) else torch.contiguous_format)
     conv_bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=conv.weight.device)
     fused.bias.copy_(scale * (conv_bias - bn.running_mean) + bn.bias)
     return fused

@@ -187,11 +187,15 @@ class Trainer(TrainerSetup):
         """Return ``(loss * batch, items (3,))`` for a batch: images (b, 3, h, w) in [0, 1], targets (n, 6).
 
         The forward pass runs under the precision policy's autocast (bf16 on CPU, fp16 on CUDA, or none); target
-        assignment and the loss run in fp32 on ``float_outputs(predictions)``, outside autocast.
+        assignment and the loss run in fp32, outside autocast. A loss with ``casts_to_fp32`` (``ComputeLoss``) gets
+        the raw outputs and casts what it reads (positives, objectness) itself, so the full-size gradient tensors
+        stay in the low precision; any other loss gets ``float_outputs(predictions)``.
         """
         with self.policy.autocast():
             predictions = self.model(images)
-        return self.compute_loss(float_outputs(predictions), targets)
+        if not getattr(self.compute_loss, "casts_to_fp32", False):
+            predictions = float_outputs(predictions)
+        return self.compute_loss(predictions, targets)
 
     def _progress_text(self, epoch: int, instances: int, size: int) -> str:
         memory = torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0

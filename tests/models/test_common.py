@@ -198,3 +198,14 @@ def test_model_fuse_matches_unfused_eval_output():
     detect_params_nc80, detect_params_nc4 = (64 + 128 + 256) * 255 + 3 * 255, (64 + 128 + 256) * 27 + 3 * 27
     assert sum(p.numel() for p in model.parameters()) == 1_867_405 - detect_params_nc80 + detect_params_nc4
     assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
+
+
+def test_fuse_conv_and_bn_accepts_channels_last_weights():
+    torch.manual_seed(0)
+    conv = Conv(8, 16, 3).eval().to(memory_format=torch.channels_last)
+    conv.bn.running_mean.uniform_(-0.5, 0.5)
+    x = torch.rand(1, 8, 12, 12)
+    reference = conv.bn(conv.conv(x))
+    fused = fuse_conv_and_bn(conv.conv, conv.bn)
+    assert fused.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(fused(x), reference, atol=1e-5)

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from utils.loss import ComputeLoss, FocalLoss, YoloLoss, build_loss, smooth_BCE
 
-FIXTURES = Path("/work/shared/fixtures/upstream")
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "upstream"
 ANCHORS = torch.tensor([[[1.25, 1.625], [2.0, 3.75], [4.125, 2.875]],
                         [[1.875, 3.8125], [3.875, 2.8125], [3.6875, 7.4375]],
                         [[3.625, 2.8125], [4.875, 6.1875], [11.65625, 10.1875]]])  # yolov5 P3-P5, grid units
@@ -58,6 +58,25 @@ def test_loss_backpropagates(parity):
     loss.backward()
     assert all(x.grad is not None and torch.isfinite(x.grad).all() for x in p)
     assert p[0].grad.abs().sum() > 0
+
+
+def test_low_precision_outputs_give_the_fp32_loss_and_gradients(parity):
+    """ComputeLoss casts what it reads (positives, objectness) to fp32 itself: feeding it bf16 head outputs gives
+    exactly the loss of the same values cast to fp32 first, and the same gradients up to bf16 rounding (a cell read
+    several times, as positives of several targets or for objectness too, sums its gradients in bf16)."""
+    model, data = parity
+    criterion = ComputeLoss(model)
+    assert criterion.casts_to_fp32
+    low = [x.to(torch.bfloat16).requires_grad_(True) for x in data["train"]]
+    high = [x.detach().float().requires_grad_(True) for x in low]
+    loss_low, items_low = criterion(low, data["targets"])
+    loss_high, items_high = criterion(high, data["targets"])
+    assert loss_low.dtype == torch.float32 and torch.equal(loss_low, loss_high) and torch.equal(items_low, items_high)
+    loss_low.backward()
+    loss_high.backward()
+    for a, b in zip(low, high, strict=True):
+        assert a.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(a.grad.float(), b.grad, rtol=2**-6, atol=1e-7)
 
 
 def test_build_targets_counts_cells_and_offsets():

@@ -216,6 +216,9 @@ def fused_outputs(parity, fixture_model) -> dict[str, torch.Tensor]:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 decoded, raw = fast(fast_input)
             outputs.update(bf16=decoded, bf16_raw_dtype=raw[0].dtype)
+            packed = PrecisionPolicy("cpu", torch.bfloat16, True, "test").prepare_model(copy.deepcopy(reference))
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outputs["bf16_packed"] = packed(fast_input)[0]
     return outputs
 
 
@@ -265,8 +268,10 @@ def test_channels_last_fp32_matches_nchw(fused_outputs):
 
 
 @NEEDS_BF16
-def test_bf16_fast_path_matches_fp32_per_decoded_row(fused_outputs):
-    _assert_rows_close(fused_outputs["fp32"], fused_outputs["bf16"])
+@pytest.mark.parametrize("variant", ["bf16", "bf16_packed"])
+def test_bf16_fast_path_matches_fp32_per_decoded_row(fused_outputs, variant):
+    """Plain autocast and the policy's packed conv kernels (models/cpu_fast.py) are both within the tolerances."""
+    _assert_rows_close(fused_outputs["fp32"], fused_outputs[variant])
 
 
 @NEEDS_BF16
