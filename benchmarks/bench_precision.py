@@ -223,8 +223,8 @@ def onnx_step(fused: nn.Module, image: torch.Tensor, threads: int) -> Callable[[
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if STATISTIC["name"] == "cpu":  # spinning threads would count as CPU work
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No spin-waiting: ORT's idle threads would keep both cores busy into the next variant of the round.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     feed = {"images": image.numpy()}
     return lambda: session.run(None, feed)
