@@ -22,6 +22,8 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from utils.torch_utils import is_channels_last
+
 KERNEL_ATTRIBUTE = "cpu_kernel"  # instance attribute of a fused Conv holding its PackedConvAct
 
 
@@ -44,10 +46,8 @@ def _tracing() -> bool:
 
 def _wants_channels_last_grads(tensors: Sequence[torch.Tensor]) -> bool:
     first = tensors[0]
-    return (torch.is_grad_enabled() and first.dim() == 4 and first.device.type == "cpu"
-            and any(t.requires_grad for t in tensors)
-            and first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
-            and not _tracing())
+    return (torch.is_grad_enabled() and first.device.type == "cpu" and any(t.requires_grad for t in tensors)
+            and is_channels_last(first) and not _tracing())
 
 
 def cat_channels(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

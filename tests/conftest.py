@@ -25,3 +25,16 @@ def log_lines():
     LOGGER.addHandler(handler)
     yield lines
     LOGGER.removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def hubconf():
+    """The repository's hubconf.py imported as a module (as torch.hub.load(..., source='local') would)."""
+    import importlib.util
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parents[1] / "hubconf.py"
+    spec = importlib.util.spec_from_file_location("hubconf_under_test", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

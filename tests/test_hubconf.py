@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,14 +21,6 @@ from utils.logging import LOGGER
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_FIXTURE = REPO.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"
-
-
-@pytest.fixture(scope="module")
-def hubconf():
-    spec = importlib.util.spec_from_file_location("hubconf_under_test", REPO / "hubconf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

@@ -96,8 +96,9 @@ def initialize_weights(model: nn.Module) -> None:
             m.inplace = True
 
 
-def _channels_last(weight: torch.Tensor) -> bool:
-    return weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-D tensor stored channels_last (NHWC) that is not also plain contiguous (e.g. C or H*W > 1)."""
+    return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 @torch.no_grad()
@@ -111,7 +112,7 @@ def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused = fused.requires_grad_(False).to(conv.weight.device)
     scale = bn.weight.div(torch.sqrt(bn.running_var + bn.eps))
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))  # any memory format (channels_last models too)
-    fused = fused.to(memory_format=torch.channels_last if _channels_last(conv.weight) else torch.contiguous_format)
+    fused = fused.to(memory_format=torch.channels_last if is_channels_last(conv.weight) else torch.contiguous_format)
     conv_bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels, device=conv.weight.device)
     fused.bias.copy_(scale * (conv_bias - bn.running_mean) + bn.bias)
     return fused

@@ -5,7 +5,6 @@ any CPU (torch emulates bf16 where the hardware lacks it)."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -95,14 +94,6 @@ def test_detect_run_logs_the_policy_it_used(tmp_path, log_lines, fp32):
                           project=str(tmp_path / "runs"), fp32=fp32)
     assert save_dir.is_dir()
     assert precision_lines(log_lines) == [FP32_LOG if fp32 else FAST_LOG]
-
-
-@pytest.fixture(scope="module")
-def hubconf():
-    spec = importlib.util.spec_from_file_location("hubconf_precision_test", REPO / "hubconf.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @needs_fixture
