@@ -1,7 +1,7 @@
 """Accuracy guard for the CPU fast path: train the same model on the built-in dataset in fp32 and in the fast path.
 
 Both runs use the same model (``--cfg``, from scratch), data (``--data``, default: the built-in ``shapes``
-dataset), image size, batch size, seed and epochs through ``train.run``; the only difference is the precision:
+dataset), image size, batch size, seed(s) and epochs through ``train.run``; the only difference is the precision:
 
 * ``fp32``: ``--fp32`` when train.py has that flag, and the environment variable ``YOLOV5_FP32=1`` (read by
   ``utils.precision.select_precision``) in any case;
@@ -9,15 +9,18 @@ dataset), image size, batch size, seed and epochs through ``train.run``; the onl
 
 Reported: per-run wall time, the precision each run logged (``precision: ...`` lines), both mAP curves (from each
 run's ``results.csv``), final and best mAP50 and mAP50-95, and the fast-minus-fp32 final mAP50 against the target
-(|difference| <= 0.01). Then the fp32-trained ``best.pt`` is run on ``--compare-images`` validation images in fp32
-NCHW and in bf16 + channels_last and the detections after NMS (conf 0.25, IoU 0.45) are compared (count, matched
-box IoU and pixel difference, confidence difference, class agreement). A plot of both curves is written to
-``--plot`` (default ``docs/images/precision_map.png``), atomically.
+(|difference| <= 0.01), per seed and as the mean over ``--seeds`` (with each mode's seed-to-seed range: the noise
+of the schedule). Each run's ``last.pt`` is then validated by ``val.run`` in both precisions, which isolates the
+effect of the fast path on evaluation from its effect on the training trajectory. Then the fp32-trained
+``best.pt`` is run on ``--compare-images`` validation images in fp32 NCHW and in bf16 + channels_last and the
+detections after NMS (conf 0.25, IoU 0.45) are compared (count, matched box IoU and pixel difference, confidence
+difference, class agreement). A plot of all curves is written to ``--plot`` (default
+``docs/images/precision_map.png``), atomically.
 
-This is a long experiment (two full trainings): run it on a quiet machine.
+This is a long experiment (two full trainings per seed): run it on a quiet machine.
 
-Usage: ``python benchmarks/bench_precision_train.py [--epochs 30] [--imgsz 320] [--batch-size 16] [--workers 2]
-[--project runs/bench_precision] [--plot docs/images/precision_map.png] [--compare-images 32]``.
+Usage: ``python benchmarks/bench_precision_train.py [--epochs 30] [--seeds 0 1] [--imgsz 320] [--batch-size 16]
+[--workers 2] [--project runs/bench_precision] [--reuse] [--plot docs/images/precision_map.png] [--compare-images 32]``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import json
 import logging
 import os
 import sys
@@ -41,6 +45,7 @@ import numpy as np
 import torch
 
 import train
+import val
 from utils.augmentations import letterbox
 from utils.checkpoint import load_model
 from utils.dataset_yaml import check_dataset
@@ -86,11 +91,19 @@ def fp32_environment(force: bool):
             os.environ["YOLOV5_FP32"] = previous
 
 
-def train_once(mode: str, args: argparse.Namespace) -> dict:
-    """Train one run in ``mode`` ('fp32' or 'fast'); returns its save_dir, wall seconds and logged precision."""
+RUN_RECORD = "bench_precision.json"  # wall time and logged precision of a finished run, beside its results.csv
+
+
+def run_name(mode: str, seed: int) -> str:
+    return f"{mode}-seed{seed}"
+
+
+def train_once(mode: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train one run in ``mode`` ('fp32' or 'fast') with ``seed``; returns its save_dir, wall seconds and logged
+    precision (also written to ``RUN_RECORD`` in the run folder, for ``--reuse``)."""
     options = dict(data=args.data, cfg=args.cfg, weights="", imgsz=args.imgsz, epochs=args.epochs,
-                   batch_size=args.batch_size, workers=args.workers, project=args.project, name=mode,
-                   exist_ok=True, seed=args.seed, device="cpu")
+                   batch_size=args.batch_size, workers=args.workers, project=args.project,
+                   name=run_name(mode, seed), exist_ok=True, seed=seed, device="cpu")
     if trainer_has_fp32_flag():
         options["fp32"] = mode == "fp32"
     capture = _Capture()
@@ -103,7 +116,25 @@ def train_once(mode: str, args: argparse.Namespace) -> dict:
         LOGGER.removeHandler(capture)
     seconds = time.perf_counter() - start
     logged = capture.lines[0] if capture.lines else "not logged (trainer does not report utils.precision yet)"
-    return {"mode": mode, "save_dir": Path(opt.save_dir), "seconds": seconds, "precision": logged}
+    save_dir = Path(opt.save_dir)
+    record = {"mode": mode, "seed": seed, "epochs": args.epochs, "seconds": seconds, "precision": logged}
+    with tempfile.NamedTemporaryFile("w", dir=save_dir, suffix=".json", delete=False) as tmp:
+        json.dump(record, tmp)
+    os.replace(tmp.name, save_dir / RUN_RECORD)
+    return {**record, "label": f"{mode} seed {seed}", "save_dir": save_dir}
+
+
+def reuse_run(mode: str, seed: int, args: argparse.Namespace) -> dict | None:
+    """A finished run of (mode, seed) with ``args.epochs`` epochs in ``args.project`` (``--reuse``), else None."""
+    save_dir = Path(args.project) / run_name(mode, seed)
+    try:
+        record = json.loads((save_dir / RUN_RECORD).read_text())
+        epochs = len(read_results(save_dir)["epoch"])
+    except (OSError, ValueError, KeyError):
+        return None
+    if record.get("epochs") != args.epochs or epochs != args.epochs:
+        return None
+    return {**record, "mode": mode, "seed": seed, "label": f"{mode} seed {seed}", "save_dir": save_dir}
 
 
 def read_results(save_dir: Path) -> dict[str, np.ndarray]:
@@ -121,7 +152,7 @@ def summary_table(runs: list[dict]) -> str:
              "|---|---|---|---|---|---|"]
     for run in runs:
         curve = run["results"]
-        lines.append(f"| {run['mode']} | {run['precision']} | {run['seconds'] / 60:.1f} min | "
+        lines.append(f"| {run['label']} | {run['precision']} | {run['seconds'] / 60:.1f} min | "
                      f"{curve['metrics/mAP_0.5'][-1]:.4f} | {curve['metrics/mAP_0.5'].max():.4f} | "
                      f"{curve['metrics/mAP_0.5:0.95'][-1]:.4f} |")
     return "\n".join(lines)
@@ -129,7 +160,7 @@ def summary_table(runs: list[dict]) -> str:
 
 def curves_table(runs: list[dict]) -> str:
     """Markdown table of mAP50 per epoch for every run."""
-    lines = ["| epoch | " + " | ".join(f"{r['mode']} mAP50" for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    lines = ["| epoch | " + " | ".join(f"{r['label']} mAP50" for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
     epochs = runs[0]["results"]["epoch"]
     for i, epoch in enumerate(epochs):
         cells = [f"{r['results']['metrics/mAP_0.5'][i]:.4f}" if i < len(r["results"]["epoch"]) else "-" for r in runs]
@@ -143,14 +174,20 @@ def save_plot(runs: list[dict], file: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), tight_layout=True)
+    colours = {"fp32": "tab:blue", "fast": "tab:orange"}
+    seeds = sorted({run["seed"] for run in runs})
     for run in runs:
-        label = f"{run['mode']} ({run['seconds'] / 60:.1f} min)"
+        label = f"{run['label']} ({run['seconds'] / 60:.1f} min)"
+        style = ("-", "--", ":", "-.")[seeds.index(run["seed"]) % 4]
         for axis, key in zip(axes, ("metrics/mAP_0.5", "metrics/mAP_0.5:0.95"), strict=True):
-            axis.plot(run["results"]["epoch"], run["results"][key], marker=".", label=label)
+            axis.plot(run["results"]["epoch"], run["results"][key], style, marker=".", label=label,
+                      color=colours.get(run["mode"]))
             axis.set(xlabel="epoch", ylabel=key.split("/")[1], title=key.split("/")[1])
     for axis in axes:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
     fig.suptitle(title)
@@ -202,6 +239,32 @@ def compare_detections(weights: Path, images: torch.Tensor) -> str:
             f"same class {same_cls.float().mean() * 100:.1f} %")
 
 
+def evaluate_both_ways(runs: list[dict], args: argparse.Namespace) -> str:
+    """Validate each run's final weights (``last.pt``) with ``val.run`` in fp32 and in the fast path.
+
+    This separates the two things the final-mAP50 difference mixes: what the fast path does to *evaluation* (same
+    weights, two precisions: the difference should be far inside the tolerance) and what it does to the training
+    trajectory (different weights, chaotic over a from-scratch schedule, like a different seed).
+    """
+    lines = ["| weights (last.pt) | val mAP50 in fp32 | val mAP50 in the fast path | fast - fp32 |",
+             "|---|---|---|---|"]
+    for run in runs:
+        weights = run["save_dir"] / "weights" / "last.pt"
+        if not weights.is_file():
+            continue
+        map50 = {}
+        for mode in MODES:
+            with fp32_environment(mode == "fp32"):
+                results, _, _ = val.run(data=args.data, weights=weights, batch_size=args.batch_size, imgsz=args.imgsz,
+                                        workers=args.workers, plots=False, project=args.project,
+                                        name=f"val-{run['mode']}-seed{run['seed']}-{mode}", exist_ok=True,
+                                        fp32=mode == "fp32")
+            map50[mode] = results[2]
+        lines.append(f"| {run['label']} | {map50['fp32']:.4f} | {map50['fast']:.4f} | "
+                     f"{map50['fast'] - map50['fp32']:+.4f} |")
+    return "\n".join(lines)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help="dataset.yaml (default: built-in shapes)")
@@ -210,30 +273,53 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="train both ways once per seed; the verdict uses the per-mode mean final mAP50")
     parser.add_argument("--project", default=str(ROOT / "runs" / "bench_precision"))
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse finished runs of the same mode, seed and epochs found in --project (add seeds)")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "images" / "precision_map.png")
     parser.add_argument("--compare-images", type=int, default=32, help="val images for the detection comparison")
     return parser.parse_args()
+
+
+def verdict(runs: list[dict]) -> str:
+    """Final-mAP50 comparison: per seed, per-mode means, and the seed-to-seed spread of each mode."""
+    final = {(run["mode"], run["seed"]): float(run["results"]["metrics/mAP_0.5"][-1]) for run in runs}
+    seeds = sorted({seed for _, seed in final})
+    lines = [f"seed {seed}: final mAP50 fp32 {final['fp32', seed]:.4f}, fast {final['fast', seed]:.4f}, "
+             f"fast - fp32 {final['fast', seed] - final['fp32', seed]:+.4f}" for seed in seeds]
+    means = {mode: float(np.mean([final[mode, seed] for seed in seeds])) for mode in MODES}
+    if len(seeds) > 1:
+        for mode in MODES:
+            values = [final[mode, seed] for seed in seeds]
+            lines.append(f"{mode}: seed-to-seed range of final mAP50 {max(values) - min(values):.4f} "
+                         f"(the run-to-run noise of this schedule)")
+    difference = means["fast"] - means["fp32"]
+    lines.append(f"mean final mAP50 over {len(seeds)} seed(s): fp32 {means['fp32']:.4f}, fast {means['fast']:.4f}; "
+                 f"fast - fp32 = {difference:+.4f} (target |difference| <= {MAP50_TOLERANCE}): "
+                 f"{'OK' if abs(difference) <= MAP50_TOLERANCE else 'OUTSIDE TARGET'}")
+    seconds = {mode: sum(run["seconds"] for run in runs if run["mode"] == mode) for mode in MODES}
+    lines.append(f"wall time fast / fp32 = {seconds['fast'] / seconds['fp32']:.2f}x")
+    return "\n".join(lines)
 
 
 def main() -> None:
     args = parse_args()
     check_dataset(args.data)  # generate the built-in data before timing anything
     runs = []
-    for mode in MODES:
-        run = train_once(mode, args)
-        run["results"] = read_results(run["save_dir"])
-        runs.append(run)
-        print(f"{mode}: {run['seconds'] / 60:.1f} min, {run['precision']}", flush=True)
+    for seed in args.seeds:
+        for mode in MODES:
+            run = (reuse_run(mode, seed, args) if args.reuse else None) or train_once(mode, seed, args)
+            run["results"] = read_results(run["save_dir"])
+            runs.append(run)
+            print(f"{run['label']}: {run['seconds'] / 60:.1f} min, final mAP50 "
+                  f"{run['results']['metrics/mAP_0.5'][-1]:.4f}, {run['precision']}", flush=True)
     title = f"{Path(args.cfg).stem} @ {args.imgsz} px, {args.epochs} epochs, {Path(args.data).stem}: fp32 vs fast path"
     save_plot(runs, args.plot, title)
-    final = {run["mode"]: run["results"]["metrics/mAP_0.5"][-1] for run in runs}
-    difference = final["fast"] - final["fp32"]
     print(f"\n{summary_table(runs)}\n\n{curves_table(runs)}\n")
-    print(f"final mAP50 fast - fp32 = {difference:+.4f} (target |difference| <= {MAP50_TOLERANCE}): "
-          f"{'OK' if abs(difference) <= MAP50_TOLERANCE else 'OUTSIDE TARGET'}")
-    print(f"wall time fast / fp32 = {runs[1]['seconds'] / runs[0]['seconds']:.2f}x")
+    print(verdict(runs))
+    print(f"\nEvaluation precision alone (same weights, val.run both ways):\n{evaluate_both_ways(runs, args)}\n")
     weights = runs[0]["save_dir"] / "weights" / "best.pt"
     if weights.is_file() and args.compare_images > 0:
         print(compare_detections(weights, validation_batch(args.data, args.imgsz, args.compare_images)))

@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from models.cpu_fast import KERNEL_ATTRIBUTE, cat_channels
+from models.cpu_fast import KERNEL_ATTRIBUTE, cat_channels, max_pool
 from models.registry import add_module
 
 IntOrPair = Union[int, Sequence[int]]
@@ -238,7 +238,7 @@ class SPP(nn.Module):
         pool_input = _poolable(x)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.cv2(cat_channels([x] + [m(pool_input) for m in self.m]))
+            return self.cv2(cat_channels([x] + [max_pool(m, pool_input) for m in self.m]))
 
 
 class SPPF(nn.Module):
@@ -253,9 +253,9 @@ class SPPF(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cv1(x)
-        y1 = self.m(_poolable(x))
-        y2 = self.m(y1)
-        return self.cv2(cat_channels((x, y1, y2, self.m(y2))))
+        y1 = max_pool(self.m, _poolable(x))
+        y2 = max_pool(self.m, y1)
+        return self.cv2(cat_channels((x, y1, y2, max_pool(self.m, y2))))
 
 
 class Focus(nn.Module):

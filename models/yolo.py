@@ -28,6 +28,7 @@ if __name__ == "__main__":  # `python models/yolo.py ...` from any cwd: run the 
 
 from models.builder import build_model
 from models.common import Conv, DWConv, Proto
+from models.cpu_fast import KERNEL_ATTRIBUTE
 from models.registry import add_module
 from utils.files import check_yaml, yaml_load
 from utils.logging import LOGGER
@@ -59,18 +60,37 @@ class Detect(nn.Module):
         self.inplace = inplace
 
     def forward(self, x: list[torch.Tensor]):
-        z = []
         for i in range(self.nl):
-            x[i] = self.m[i](x[i])
+            x[i] = self._level_conv(i, x[i])
             bs, _, ny, nx = x[i].shape
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
-            if not self.training:
-                if self.dynamic or self.grid[i].shape[2:4] != x[i].shape[2:4]:
-                    self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
-                z.append(self._decode(x[i], i).view(bs, self.na * nx * ny, -1))
         if self.training:
             return x
-        return (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)
+        for i in range(self.nl):
+            if self.dynamic or self.grid[i].shape[2:4] != x[i].shape[2:4]:
+                self.grid[i], self.anchor_grid[i] = self._make_grid(x[i].shape[3], x[i].shape[2], i)
+        if self._decodes_in_place():
+            z = self._decode_levels_in_place(x)
+        else:
+            z = torch.cat([self._decode(xi, i).view(xi.shape[0], -1, self.no) for i, xi in enumerate(x)], 1)
+        return (z,) if self.export else (z, x)
+
+    def _level_conv(self, i: int, xi: torch.Tensor) -> torch.Tensor:
+        """The 1x1 output convolution of level ``i``; a packed bf16 kernel when the CPU fast path installed one."""
+        kernel = self.m[i].__dict__.get(KERNEL_ATTRIBUTE)  # CPU bf16 inference (models/cpu_fast.py)
+        if kernel is not None and kernel.applies(xi):
+            return kernel(xi)
+        return self.m[i](xi)
+
+    def _decodes_in_place(self) -> bool:
+        """True when the levels can be decoded straight into the output tensor.
+
+        That needs no autograd recording (the decode overwrites its own intermediates), no export or tracing
+        (traced graphs keep the out-of-place ops) and this class's ``_decode`` formula (subclasses that override
+        ``_decode`` keep using it).
+        """
+        return (not torch.is_grad_enabled() and not self.export and not torch.jit.is_tracing()
+                and not torch.jit.is_scripting() and type(self)._decode is Detect._decode)
 
     def _decode(self, xi: torch.Tensor, i: int) -> torch.Tensor:
         """Decode one level (bs, na, ny, nx, no) of logits to ``[xywh px, obj, cls...]`` probabilities.
@@ -82,6 +102,21 @@ class Detect(nn.Module):
         xy = (xy * 2 + self.grid[i]) * self.stride[i]
         wh = (wh * 2) ** 2 * self.anchor_grid[i]
         return torch.cat((xy, wh, conf), 4)
+
+    def _decode_levels_in_place(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """``_decode`` of every level written into one (bs, sum(na*ny*nx), no) tensor, in the grid's dtype.
+
+        The same operations in the same order as ``_decode`` (bit-identical results), without its temporaries:
+        each level is cast once into its rows of the output, then sigmoid and the box arithmetic run in place.
+        """
+        rows = [xi.shape[1] * xi.shape[2] * xi.shape[3] for xi in x]
+        z = x[0].new_empty((x[0].shape[0], sum(rows), self.no), dtype=self.grid[0].dtype)
+        for i, (xi, zi) in enumerate(zip(x, z.split(rows, 1), strict=True)):
+            zi = zi.view(xi.shape)
+            zi.copy_(xi).sigmoid_()
+            zi[..., :2].mul_(2).add_(self.grid[i]).mul_(self.stride[i])
+            zi[..., 2:4].mul_(2).pow_(2).mul_(self.anchor_grid[i])
+        return z
 
     def _make_grid(self, nx: int = 20, ny: int = 20, i: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the cell offsets (minus 0.5) and anchor sizes in pixels, each (1, na, ny, nx, 2)."""

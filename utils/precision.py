@@ -114,7 +114,7 @@ class PrecisionPolicy:
         if self.device_type == "cpu" and self.autocast_dtype == torch.bfloat16:
             count = install_packed_convs(model)
             if count:
-                LOGGER.info(f"CPU fast path: {count} fused Conv layers run packed bf16 kernels (activation fused)")
+                LOGGER.info(f"CPU fast path: {count} convolutions run packed bf16 kernels (activations fused)")
         else:
             remove_packed_convs(model)
         return model

@@ -15,6 +15,7 @@ from models.cpu_fast import (
     PackedConvAct,
     cat_channels,
     install_packed_convs,
+    max_pool,
     packed_kernels_available,
     remove_packed_convs,
 )
@@ -165,13 +166,17 @@ def test_models_with_kernels_deepcopy_and_pickle():
 def test_policy_installs_kernels_on_fused_models_only_and_fp32_removes_them(tmp_path):
     model = DetectionModel("models/yolov5n.yaml", nc=3).eval()
     convs = [m for m in model.modules() if isinstance(m, Conv)]
+    head_convs = list(model.model[-1].m)
     BF16.prepare_model(model)
-    assert not any(KERNEL_ATTRIBUTE in m.__dict__ for m in convs)  # BatchNorm still there: a training model
+    assert not any(KERNEL_ATTRIBUTE in m.__dict__ for m in convs + head_convs)  # BatchNorm: a training model
     model.fuse()
-    BF16.prepare_model(model)
-    assert all(KERNEL_ATTRIBUTE in m.__dict__ for m in convs)
+    assert install_packed_convs(model) == len(convs) + len(head_convs) == 57 + 3
+    assert all(KERNEL_ATTRIBUTE in m.__dict__ for m in convs + head_convs)
+    assert all(getattr(m, KERNEL_ATTRIBUTE).attr == "none" for m in head_convs)  # no activation after the head
     PrecisionPolicy("cpu", None, False, "fp32").prepare_model(model)
-    assert not any(KERNEL_ATTRIBUTE in m.__dict__ for m in convs)
+    assert not any(KERNEL_ATTRIBUTE in m.__dict__ for m in convs + head_convs)
+    BF16.prepare_model(model)
+    assert all(KERNEL_ATTRIBUTE in m.__dict__ for m in convs + head_convs)
 
 
 @NEEDS_KERNEL
@@ -188,6 +193,28 @@ def test_fused_model_with_kernels_matches_autocast_model():
 
 
 @NEEDS_KERNEL
+def test_detect_head_runs_its_output_convolutions_through_the_packed_kernels(monkeypatch):
+    torch.manual_seed(0)
+    model = DetectionModel("models/yolov5n.yaml", nc=3).eval().fuse()
+    x = _channels_last(1, 3, 64, 64, seed=2)
+    plain = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    fast = BF16.prepare_model(copy.deepcopy(model))
+    head_kernels = {id(getattr(conv, KERNEL_ATTRIBUTE)) for conv in fast.model[-1].m}
+    called = []
+    original = PackedConvAct.__call__
+
+    def counting(self, x):
+        called.append(id(self))
+        return original(self, x)
+
+    monkeypatch.setattr(PackedConvAct, "__call__", counting)
+    reference, (out, raw) = _run(plain, x)[0], _run(fast, x)
+    assert head_kernels <= set(called) and len(called) == 60
+    assert [r.dtype for r in raw] == [torch.bfloat16] * 3 and out.dtype == torch.float32
+    assert (out[..., 4:] - reference[..., 4:]).abs().max() <= 2e-2
+
+
+@NEEDS_KERNEL
 def test_packed_kernels_on_a_model_copied_inside_inference_mode():
     """Parameters created under inference_mode have no version counter; packing must still work."""
     conv = _fused_conv()
@@ -198,3 +225,33 @@ def test_packed_kernels_on_a_model_copied_inside_inference_mode():
         assert copied.conv.weight.is_inference()
     install_packed_convs(copied)
     _assert_bf16_close(_run(copied, x), reference)
+
+
+@pytest.mark.parametrize("k", [2, 3, 5, 9, 13])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_separable_max_pool_equals_the_square_pool(k, dtype):
+    pool = nn.MaxPool2d(k, 1, k // 2)
+    x = torch.randn(2, 6, 11, 14).to(dtype)
+    for layout in (x, x.contiguous(memory_format=torch.channels_last)):
+        with torch.no_grad():
+            out = max_pool(pool, layout)
+        assert out.shape == pool(layout).shape and torch.equal(out, pool(layout))
+
+
+def test_max_pool_keeps_the_square_pool_for_autograd_other_strides_and_tracing(monkeypatch):
+    calls = []
+    original = torch.nn.functional.max_pool2d
+
+    def recording(x, kernel_size, *args, **kwargs):
+        calls.append(kernel_size)
+        return original(x, kernel_size, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "max_pool2d", recording)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        max_pool(nn.MaxPool2d(5, 1, 2), x)
+    assert calls == [(1, 5), (5, 1)]
+    calls.clear()
+    max_pool(nn.MaxPool2d(5, 1, 2), x.requires_grad_())
+    max_pool(nn.MaxPool2d(2, 2), x.detach())
+    assert calls == [5, 2]

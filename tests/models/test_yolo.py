@@ -44,6 +44,50 @@ def test_detect_decode_matches_formula():
                 assert torch.allclose(rows[a, y, x], expected, atol=1e-5)
 
 
+def _eval_forward(model: DetectionModel, x: torch.Tensor, grad: bool, bf16: bool = False):
+    with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return model(x)
+
+
+def test_detect_in_place_decode_is_bit_identical_to_the_per_level_decode():
+    """Without autograd the levels are decoded straight into the output; the numbers must not change."""
+    model = _tiny().eval()
+    head = model.model[-1]
+    x = torch.rand(2, 3, 32, 48)  # batch 2: each level's rows of the output are a strided slice
+    for bf16 in (False, True):
+        with torch.no_grad():
+            assert head._decodes_in_place()
+        reference, reference_raw = _eval_forward(model, x, grad=True, bf16=bf16)
+        assert reference.requires_grad  # the out-of-place decode ran
+        fast, fast_raw = _eval_forward(model, x, grad=False, bf16=bf16)
+        assert fast.dtype == reference.dtype == torch.float32
+        assert fast.shape == (2, 2 * (8 * 12 + 4 * 6), 8)
+        assert torch.equal(fast, reference.detach())
+        for a, b in zip(fast_raw, reference_raw, strict=True):
+            assert torch.equal(a, b.detach()) and a.is_contiguous()
+
+
+def test_detect_keeps_the_out_of_place_decode_for_export_tracing_and_overridden_decodes():
+    model = _tiny().eval()
+    head = model.model[-1]
+    with torch.no_grad():
+        head.export = True
+        assert not head._decodes_in_place()
+        head.export = False
+        traced = torch.jit.trace(model, torch.rand(1, 3, 32, 32), strict=False, check_trace=False)
+        traced_out = traced(torch.rand(1, 3, 32, 32))
+        assert "aten::sigmoid_" not in str(traced.inlined_graph)  # the in-place decode was not traced
+        assert traced_out[0].shape == (1, 2 * (64 + 16), 8)
+
+        class OtherDecode(Detect):
+            def _decode(self, xi, i):
+                return super()._decode(xi, i) * 0
+
+        head.__class__ = OtherDecode
+        assert not head._decodes_in_place()
+        assert not model(torch.rand(1, 3, 32, 32))[0].any()
+
+
 def test_detect_training_returns_raw_levels_and_export_returns_tuple():
     model = _tiny()
     x = torch.rand(1, 3, 32, 32)
