@@ -121,7 +121,11 @@ def train_once(mode: str, seed: int, args: argparse.Namespace) -> dict:
     with tempfile.NamedTemporaryFile("w", dir=save_dir, suffix=".json", delete=False) as tmp:
         json.dump(record, tmp)
     os.replace(tmp.name, save_dir / RUN_RECORD)
-    return {**record, "label": f"{mode} seed {seed}", "save_dir": save_dir}
+    return {**record, "save_dir": save_dir}
+
+
+def run_label(run: dict) -> str:
+    return f"{run['mode']} seed {run['seed']}"
 
 
 def reuse_run(mode: str, seed: int, args: argparse.Namespace) -> dict | None:
@@ -134,7 +138,7 @@ def reuse_run(mode: str, seed: int, args: argparse.Namespace) -> dict | None:
         return None
     if record.get("epochs") != args.epochs or epochs != args.epochs:
         return None
-    return {**record, "mode": mode, "seed": seed, "label": f"{mode} seed {seed}", "save_dir": save_dir}
+    return {**record, "mode": mode, "seed": seed, "save_dir": save_dir}
 
 
 def read_results(save_dir: Path) -> dict[str, np.ndarray]:
@@ -152,7 +156,7 @@ def summary_table(runs: list[dict]) -> str:
              "|---|---|---|---|---|---|"]
     for run in runs:
         curve = run["results"]
-        lines.append(f"| {run['label']} | {run['precision']} | {run['seconds'] / 60:.1f} min | "
+        lines.append(f"| {run_label(run)} | {run['precision']} | {run['seconds'] / 60:.1f} min | "
                      f"{curve['metrics/mAP_0.5'][-1]:.4f} | {curve['metrics/mAP_0.5'].max():.4f} | "
                      f"{curve['metrics/mAP_0.5:0.95'][-1]:.4f} |")
     return "\n".join(lines)
@@ -160,7 +164,7 @@ def summary_table(runs: list[dict]) -> str:
 
 def curves_table(runs: list[dict]) -> str:
     """Markdown table of mAP50 per epoch for every run."""
-    lines = ["| epoch | " + " | ".join(f"{r['label']} mAP50" for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
+    lines = ["| epoch | " + " | ".join(f"{run_label(r)} mAP50" for r in runs) + " |", "|---" * (len(runs) + 1) + "|"]
     epochs = runs[0]["results"]["epoch"]
     for i, epoch in enumerate(epochs):
         cells = [f"{r['results']['metrics/mAP_0.5'][i]:.4f}" if i < len(r["results"]["epoch"]) else "-" for r in runs]
@@ -180,7 +184,7 @@ def save_plot(runs: list[dict], file: Path, title: str) -> None:
     colours = {"fp32": "tab:blue", "fast": "tab:orange"}
     seeds = sorted({run["seed"] for run in runs})
     for run in runs:
-        label = f"{run['label']} ({run['seconds'] / 60:.1f} min)"
+        label = f"{run_label(run)} ({run['seconds'] / 60:.1f} min)"
         style = ("-", "--", ":", "-.")[seeds.index(run["seed"]) % 4]
         for axis, key in zip(axes, ("metrics/mAP_0.5", "metrics/mAP_0.5:0.95"), strict=True):
             axis.plot(run["results"]["epoch"], run["results"][key], style, marker=".", label=label,
@@ -260,7 +264,7 @@ def evaluate_both_ways(runs: list[dict], args: argparse.Namespace) -> str:
                                         name=f"val-{run['mode']}-seed{run['seed']}-{mode}", exist_ok=True,
                                         fp32=mode == "fp32")
             map50[mode] = results[2]
-        lines.append(f"| {run['label']} | {map50['fp32']:.4f} | {map50['fast']:.4f} | "
+        lines.append(f"| {run_label(run)} | {map50['fp32']:.4f} | {map50['fast']:.4f} | "
                      f"{map50['fast'] - map50['fp32']:+.4f} |")
     return "\n".join(lines)
 
@@ -313,7 +317,7 @@ def main() -> None:
             run = (reuse_run(mode, seed, args) if args.reuse else None) or train_once(mode, seed, args)
             run["results"] = read_results(run["save_dir"])
             runs.append(run)
-            print(f"{run['label']}: {run['seconds'] / 60:.1f} min, final mAP50 "
+            print(f"{run_label(run)}: {run['seconds'] / 60:.1f} min, final mAP50 "
                   f"{run['results']['metrics/mAP_0.5'][-1]:.4f}, {run['precision']}", flush=True)
     title = f"{Path(args.cfg).stem} @ {args.imgsz} px, {args.epochs} epochs, {Path(args.data).stem}: fp32 vs fast path"
     save_plot(runs, args.plot, title)

@@ -21,8 +21,9 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from models.cpu_fast import KERNEL_ATTRIBUTE, cat_channels, max_pool
+from models.cpu_fast import cat_channels, max_pool, packed_kernel
 from models.registry import add_module
+from utils.torch_utils import is_tracing
 
 IntOrPair = Union[int, Sequence[int]]
 
@@ -51,10 +52,8 @@ class Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if "bn" in self._modules:
             return self.act(self.bn(self.conv(x)))
-        kernel = self.__dict__.get(KERNEL_ATTRIBUTE)  # CPU bf16 inference (models/cpu_fast.py)
-        if kernel is not None and kernel.applies(x):
-            return kernel(x)
-        return self.act(self.conv(x))
+        kernel = packed_kernel(self, x)  # CPU bf16 inference (models/cpu_fast.py)
+        return kernel(x) if kernel is not None else self.act(self.conv(x))
 
     def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
         """Forward without batch norm (after Conv+BN fusion)."""
@@ -218,7 +217,7 @@ def _poolable(x: torch.Tensor) -> torch.Tensor:
 
     Traced graphs (TorchScript, ONNX export) and other devices get ``x`` unchanged.
     """
-    if x.device.type != "cpu" or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if x.device.type != "cpu" or is_tracing():
         return x
     return x.contiguous(memory_format=torch.channels_last)
 

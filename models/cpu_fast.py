@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.torch_utils import is_channels_last
+from utils.torch_utils import is_channels_last, is_tracing
 
 KERNEL_ATTRIBUTE = "cpu_kernel"  # instance attribute of a fused Conv (or a head's nn.Conv2d): its PackedConvAct
 
@@ -44,14 +44,10 @@ class _ChannelsLastCat(torch.autograd.Function):
         return tuple(g.contiguous(memory_format=torch.channels_last) for g in grad.split(ctx.sizes, 1))
 
 
-def _tracing() -> bool:
-    return torch.jit.is_tracing() or torch.jit.is_scripting()
-
-
 def _wants_channels_last_grads(tensors: Sequence[torch.Tensor]) -> bool:
     first = tensors[0]
     return (torch.is_grad_enabled() and first.device.type == "cpu" and any(t.requires_grad for t in tensors)
-            and is_channels_last(first) and not _tracing())
+            and is_channels_last(first) and not is_tracing())
 
 
 def cat_channels(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -70,7 +66,7 @@ def max_pool(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
     k, p = pool.kernel_size, pool.padding
     if (isinstance(k, int) and isinstance(p, int) and pool.stride in (1, (1, 1)) and pool.dilation in (1, (1, 1))
             and not pool.ceil_mode and not pool.return_indices and x.device.type == "cpu" and x.dim() == 4
-            and not (torch.is_grad_enabled() and x.requires_grad) and not _tracing()):
+            and not (torch.is_grad_enabled() and x.requires_grad) and not is_tracing()):
         return F.max_pool2d(F.max_pool2d(x, (1, k), 1, (0, p)), (k, 1), 1, (p, 0))
     return pool(x)
 
@@ -117,7 +113,7 @@ class PackedConvAct:
         return (x.device.type == "cpu" and x.dim() == 4 and torch.is_autocast_enabled("cpu")
                 and torch.get_autocast_dtype("cpu") == torch.bfloat16
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.conv.weight.requires_grad))
-                and not _tracing())
+                and not is_tracing())
 
     def _params(self) -> tuple[list[int], list[int], list[int], int]:
         conv = self.conv
@@ -146,6 +142,12 @@ class PackedConvAct:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_key": None, "_weight": None, "_bias": None}
+
+
+def packed_kernel(module: nn.Module, x: torch.Tensor) -> PackedConvAct | None:
+    """The :class:`PackedConvAct` installed on ``module`` if it applies to input ``x``, else None."""
+    kernel = module.__dict__.get(KERNEL_ATTRIBUTE)
+    return kernel if kernel is not None and kernel.applies(x) else None
 
 
 def _identity(t: torch.Tensor) -> tuple[int, int]:

@@ -28,11 +28,19 @@ if __name__ == "__main__":  # `python models/yolo.py ...` from any cwd: run the 
 
 from models.builder import build_model
 from models.common import Conv, DWConv, Proto
-from models.cpu_fast import KERNEL_ATTRIBUTE
+from models.cpu_fast import packed_kernel
 from models.registry import add_module
 from utils.files import check_yaml, yaml_load
 from utils.logging import LOGGER
-from utils.torch_utils import fuse_conv_and_bn, initialize_weights, layer_flops, model_info, scale_img, time_sync
+from utils.torch_utils import (
+    fuse_conv_and_bn,
+    initialize_weights,
+    is_tracing,
+    layer_flops,
+    model_info,
+    scale_img,
+    time_sync,
+)
 
 
 class Detect(nn.Module):
@@ -77,10 +85,8 @@ class Detect(nn.Module):
 
     def _level_conv(self, i: int, xi: torch.Tensor) -> torch.Tensor:
         """The 1x1 output convolution of level ``i``; a packed bf16 kernel when the CPU fast path installed one."""
-        kernel = self.m[i].__dict__.get(KERNEL_ATTRIBUTE)  # CPU bf16 inference (models/cpu_fast.py)
-        if kernel is not None and kernel.applies(xi):
-            return kernel(xi)
-        return self.m[i](xi)
+        kernel = packed_kernel(self.m[i], xi)  # CPU bf16 inference (models/cpu_fast.py)
+        return kernel(xi) if kernel is not None else self.m[i](xi)
 
     def _decodes_in_place(self) -> bool:
         """True when the levels can be decoded straight into the output tensor.
@@ -89,8 +95,8 @@ class Detect(nn.Module):
         (traced graphs keep the out-of-place ops) and this class's ``_decode`` formula (subclasses that override
         ``_decode`` keep using it).
         """
-        return (not torch.is_grad_enabled() and not self.export and not torch.jit.is_tracing()
-                and not torch.jit.is_scripting() and type(self)._decode is Detect._decode)
+        return (not torch.is_grad_enabled() and not self.export and not is_tracing()
+                and type(self)._decode is Detect._decode)
 
     def _decode(self, xi: torch.Tensor, i: int) -> torch.Tensor:
         """Decode one level (bs, na, ny, nx, no) of logits to ``[xywh px, obj, cls...]`` probabilities.

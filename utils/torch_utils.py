@@ -96,6 +96,11 @@ def initialize_weights(model: nn.Module) -> None:
             m.inplace = True
 
 
+def is_tracing() -> bool:
+    """True while TorchScript traces or scripts the running code (export): fast paths must keep plain ops then."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
 def is_channels_last(x: torch.Tensor) -> bool:
     """True for a 4-D tensor stored channels_last (NHWC) that is not also plain contiguous (e.g. C or H*W > 1)."""
     return x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
