@@ -87,8 +87,14 @@ def _pointwise_attr(act: nn.Module) -> tuple[str, list] | None:
 
 
 def packed_kernels_available() -> bool:
-    """True when this torch build has oneDNN and its fused pointwise convolution op."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    """True when this torch build has oneDNN and its fused pointwise convolution op, and oneDNN runs bf16 on this
+    CPU (the op raises on CPUs without AVX512BW/VL/DQ or AVX-NE-CONVERT, where plain autocast still works)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 class PackedConvAct:

@@ -23,7 +23,8 @@ from models.yolo import DetectionModel
 from utils.precision import PrecisionPolicy
 from utils.torch_utils import fuse_conv_and_bn
 
-NEEDS_KERNEL = pytest.mark.skipif(not packed_kernels_available(), reason="torch built without oneDNN pointwise conv")
+NEEDS_KERNEL = pytest.mark.skipif(not packed_kernels_available(),
+                                  reason="no oneDNN pointwise conv in this torch build, or no oneDNN bf16 here")
 BF16 = PrecisionPolicy("cpu", torch.bfloat16, True, "test")
 
 
