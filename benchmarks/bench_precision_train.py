@@ -173,7 +173,7 @@ def curves_table(runs: list[dict]) -> str:
 
 
 def save_plot(runs: list[dict], file: Path, title: str) -> None:
-    """Plot mAP50 and mAP50-95 per epoch for every run; written atomically to ``file``."""
+    """Plot mAP50 and mAP50-95 per epoch: each run thin, each mode's mean over seeds bold; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,15 +182,24 @@ def save_plot(runs: list[dict], file: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), tight_layout=True)
     colours = {"fp32": "tab:blue", "fast": "tab:orange"}
-    seeds = sorted({run["seed"] for run in runs})
-    for run in runs:
-        label = f"{run_label(run)} ({run['seconds'] / 60:.1f} min)"
-        style = ("-", "--", ":", "-.")[seeds.index(run["seed"]) % 4]
-        for axis, key in zip(axes, ("metrics/mAP_0.5", "metrics/mAP_0.5:0.95"), strict=True):
-            axis.plot(run["results"]["epoch"], run["results"][key], style, marker=".", label=label,
-                      color=colours.get(run["mode"]))
-            axis.set(xlabel="epoch", ylabel=key.split("/")[1], title=key.split("/")[1])
-    for axis in axes:
+    keys = ("metrics/mAP_0.5", "metrics/mAP_0.5:0.95")
+    for mode in MODES:
+        mode_runs = [run for run in runs if run["mode"] == mode]
+        if not mode_runs:
+            continue
+        for run in mode_runs:
+            for axis, key in zip(axes, keys, strict=True):
+                axis.plot(run["results"]["epoch"], run["results"][key], "-", lw=0.8, alpha=0.35,
+                          color=colours[mode])
+        length = min(len(run["results"]["epoch"]) for run in mode_runs)
+        minutes = np.mean([run["seconds"] for run in mode_runs]) / 60
+        label = f"{mode}, mean of {len(mode_runs)} seed(s) ({minutes:.1f} min per run)"
+        for axis, key in zip(axes, keys, strict=True):
+            mean = np.mean([run["results"][key][:length] for run in mode_runs], axis=0)
+            axis.plot(mode_runs[0]["results"]["epoch"][:length], mean, "-", lw=2.2, marker=".",
+                      color=colours[mode], label=label)
+    for axis, key in zip(axes, keys, strict=True):
+        axis.set(xlabel="epoch", ylabel=key.split("/")[1], title=f"{key.split('/')[1]} (thin: single seeds)")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
@@ -287,6 +296,16 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def paired_interval(differences: list[float]) -> tuple[float, float, float]:
+    """95 % Student-t interval (low, high) of the mean of per-seed differences, and its standard error."""
+    from scipy import stats
+
+    values = np.asarray(differences, dtype=float)
+    error = float(values.std(ddof=1) / np.sqrt(len(values)))
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * error
+    return float(values.mean()) - half, float(values.mean()) + half, error
+
+
 def verdict(runs: list[dict]) -> str:
     """Final-mAP50 comparison: per seed, per-mode means, and the seed-to-seed spread of each mode."""
     final = {(run["mode"], run["seed"]): float(run["results"]["metrics/mAP_0.5"][-1]) for run in runs}
@@ -303,6 +322,12 @@ def verdict(runs: list[dict]) -> str:
     lines.append(f"mean final mAP50 over {len(seeds)} seed(s): fp32 {means['fp32']:.4f}, fast {means['fast']:.4f}; "
                  f"fast - fp32 = {difference:+.4f} (target |difference| <= {MAP50_TOLERANCE}): "
                  f"{'OK' if abs(difference) <= MAP50_TOLERANCE else 'OUTSIDE TARGET'}")
+    if len(seeds) > 1:
+        low, high, error = paired_interval([final["fast", s] - final["fp32", s] for s in seeds])
+        resolved = -MAP50_TOLERANCE <= low and high <= MAP50_TOLERANCE
+        lines.append(f"standard error of the mean difference {error:.4f}; 95 % interval [{low:+.4f}, {high:+.4f}]: "
+                     + ("inside the target" if resolved else
+                        f"wider than the target, so {len(seeds)} seeds of this schedule cannot confirm it"))
     seconds = {mode: sum(run["seconds"] for run in runs if run["mode"] == mode) for mode in MODES}
     lines.append(f"wall time fast / fp32 = {seconds['fast'] / seconds['fp32']:.2f}x")
     return "\n".join(lines)
