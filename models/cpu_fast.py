@@ -86,15 +86,18 @@ def _pointwise_attr(act: nn.Module) -> tuple[str, list] | None:
     return None
 
 
-def packed_kernels_available() -> bool:
-    """True when this torch build has oneDNN and its fused pointwise convolution op, and oneDNN runs bf16 on this
-    CPU (the op raises on CPUs without AVX512BW/VL/DQ or AVX-NE-CONVERT, where plain autocast still works)."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")):
-        return False
+def onednn_bf16_supported() -> bool:
+    """True when oneDNN runs bf16 on this CPU (it needs AVX512BW/VL/DQ or AVX-NE-CONVERT; plain autocast does not)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def packed_kernels_available() -> bool:
+    """True when this torch build has oneDNN's fused pointwise convolution op and oneDNN runs bf16 on this CPU."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+            and onednn_bf16_supported())
 
 
 class PackedConvAct:

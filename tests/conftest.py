@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from tests.dataset_support import write_shapes_yaml
+from tests.module_support import import_file
 from utils.logging import LOGGER
 
 
@@ -30,11 +31,4 @@ def log_lines():
 @pytest.fixture(scope="module")
 def hubconf():
     """The repository's hubconf.py imported as a module (as torch.hub.load(..., source='local') would)."""
-    import importlib.util
-    from pathlib import Path
-
-    file = Path(__file__).resolve().parents[1] / "hubconf.py"
-    spec = importlib.util.spec_from_file_location("hubconf_under_test", file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file("hubconf.py", "hubconf_under_test")

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.cpu_fast import install_packed_convs, remove_packed_convs
+from models.cpu_fast import install_packed_convs, onednn_bf16_supported, remove_packed_convs
 from utils.logging import LOGGER
 
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -53,12 +53,7 @@ def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Return True when this CPU executes bf16 matrix work natively (AMX-BF16 or AVX512-BF16) and oneDNN can use it."""
-    if not BF16_CPU_FLAGS & cpu_flags():
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return bool(BF16_CPU_FLAGS & cpu_flags()) and onednn_bf16_supported()
 
 
 def float_outputs(outputs: Any) -> Any:

@@ -6,7 +6,6 @@ produces the checkpoint every other test here consumes, the way a user would cha
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -16,7 +15,6 @@ import torch
 
 from utils.checkpoint import torch_safe_load
 
-REPO = Path(__file__).resolve().parents[2]
 IMGSZ = 64
 
 
@@ -73,10 +71,7 @@ def test_detect_on_convnext_checkpoint(convnext_run, tiny_shapes, tmp_path):
     assert rows and all(len(r) == 6 and 0 <= int(r[0]) < 8 for r in rows)
 
 
-def test_hub_custom_loads_convnext_checkpoint(convnext_run, tiny_shapes):
-    spec = importlib.util.spec_from_file_location("hubconf_convnext", REPO / "hubconf.py")
-    hubconf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hubconf)
+def test_hub_custom_loads_convnext_checkpoint(convnext_run, tiny_shapes, hubconf):
     model = hubconf.custom(path=str(convnext_run / "weights" / "best.pt"), _verbose=False)
     model.conf = 0.0
     image = cv2.imread(str(next((tiny_shapes.parent / "tiny" / "images" / "val").glob("*.jpg"))))[..., ::-1]
