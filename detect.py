@@ -28,14 +28,14 @@ import torch
 
 from models.backends import DetectMultiBackend
 from utils.boxes import scale_boxes, xyxy2xywh
-from utils.crops import save_image, save_one_box
-from utils.dataset_files import IMG_FORMATS, VID_FORMATS
+from utils.plotting.crops import save_image, save_one_box
+from utils.data.paths import IMG_FORMATS, VID_FORMATS
 from utils.files import atomic_write_bytes, increment_path
-from utils.inference_loaders import LoadImages, LoadScreenshots, LoadStreams, is_stream_source
+from utils.data.sources import LoadImages, LoadScreenshots, LoadStreams, is_stream_source
 from utils.logging import LOGGER, colorstr
 from utils.nms import non_max_suppression
 from utils.ops import check_img_size
-from utils.plots import Annotator, colors
+from utils.plotting.annotate import Annotator, colors
 from utils.profiling import Profile
 from utils.torch_utils import select_device, smart_inference_mode
 

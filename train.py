@@ -25,10 +25,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.callbacks import Callbacks
-from utils.dataset_yaml import DatasetYAMLError
+from utils.data.dataset_yaml import DatasetYAMLError
 from utils.dist import check_batch_split, destroy_distributed, get_local_rank, get_world_size, is_main_process
 from utils.logging import LOGGER, colorstr
-from utils.train_options import (
+from engine.train_options import (
     BUILTIN_PRESET,
     DEFAULT_CFG,
     DEFAULT_HYP,
@@ -205,11 +205,11 @@ def main(opt: argparse.Namespace, callbacks: Callbacks = _DEFAULT_CALLBACKS) -> 
 def _train_or_evolve(options: TrainOptions, device: torch.device, callbacks: Callbacks) -> TrainOptions:
     """Run the evolution or one training; returns the final options."""
     if options.evolve:
-        from utils.evolve import evolve
+        from engine.evolve import evolve
 
         evolve(options, device, callbacks)
         return options
-    from utils.trainer import Trainer
+    from engine.trainer import Trainer
 
     trainer = Trainer(options, device, callbacks)
     try:

@@ -26,8 +26,8 @@ from utils.callbacks import Callbacks
 from utils.files import atomic_write_bytes, check_yaml, increment_path
 from utils.logging import LOGGER, colorstr
 from utils.metrics import process_batch  # noqa: F401  (upstream exposes val.process_batch)
-from utils.val_outputs import plot_study, study_file_name
-from utils.validator import run as _run_validation
+from engine.val_outputs import plot_study, study_file_name
+from engine.validator import run as _run_validation
 
 STUDY_SIZES = tuple(range(256, 1536 + 128, 128))
 

@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def dataset_info(data: str) -> tuple[int, int]:
     """Return (number of classes, number of training images) of a dataset YAML (generated if built-in)."""
-    from utils.dataset_yaml import check_dataset
+    from utils.data.dataset_yaml import check_dataset
 
     info = check_dataset(data)
     train = info["train"] if isinstance(info["train"], list) else [info["train"]]

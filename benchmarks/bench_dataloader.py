@@ -26,10 +26,10 @@ if str(ROOT) not in sys.path:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from utils import mosaic  # noqa: E402
-from utils.dataloaders import create_dataloader  # noqa: E402
+from utils.data import mosaic  # noqa: E402
+from utils.data.loaders import create_dataloader  # noqa: E402
 from utils.files import yaml_load  # noqa: E402
-from utils.shape_drawing import SHAPE_NAMES, draw_background, draw_shape, shape_polygons  # noqa: E402
+from utils.data.shapes import SHAPE_NAMES, draw_background, draw_shape, shape_polygons  # noqa: E402
 
 
 def make_images(folder: Path, count: int = 256, seed: int = 0) -> Path:

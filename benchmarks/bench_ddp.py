@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import yaml
 
-from utils.default_dataset import generate_shapes_dataset
-from utils.plots_results import read_csv_table
-from utils.shape_drawing import SHAPE_NAMES
+from utils.data.builtin import generate_shapes_dataset
+from utils.plotting.results import read_csv_table
+from utils.data.shapes import SHAPE_NAMES
 
 
 def make_data(folder: Path, images: int) -> str:

@@ -39,7 +39,7 @@ import torch
 import export
 from models.backends import DetectMultiBackend
 from models.yolo import Model
-from utils.augmentations import letterbox
+from utils.data.augment import letterbox
 from utils.checkpoint import make_checkpoint, save_checkpoint
 from utils.logging import LOGGER
 from utils.nms import non_max_suppression

@@ -84,8 +84,8 @@ def write_subset_data(data: str, train_images: int, val_images: int, folder: Pat
     """Return a dataset YAML path whose splits are the first N images of ``data``'s (``data`` itself if N = 0)."""
     if not (train_images or val_images):
         return data
-    from utils.dataloaders import IMG_FORMATS
-    from utils.dataset_yaml import check_dataset
+    from utils.data.loaders import IMG_FORMATS
+    from utils.data.dataset_yaml import check_dataset
 
     info = check_dataset(data)
     subset = {"path": str(info["path"]), "names": info["names"]}

@@ -61,7 +61,7 @@ from utils.logging import LOGGER
 from utils.loss import ComputeLoss
 from utils.optim import smart_optimizer
 from utils.precision import PrecisionPolicy, cpu_has_native_bf16
-from utils.train_options import DEFAULT_HYP, load_hyp
+from engine.train_options import DEFAULT_HYP, load_hyp
 
 CASES = {"n320": ("yolov5n", 320), "s640": ("yolov5s", 640)}
 ISSUE_INFER_MS = {("s640", 1): 175.0}  # upstream fp32 NCHW on this machine kind, as the issue measured it

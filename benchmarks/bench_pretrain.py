@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _first_images(split: str | list, count: int) -> list[str]:
-    from utils.dataset_files import list_image_files
+    from utils.data.paths import list_image_files
 
     files = list_image_files(split)
     return files[:count] if count else files
@@ -79,7 +79,7 @@ def _first_images(split: str | list, count: int) -> list[str]:
 
 def subset_dataset(data: str, train_images: int, val_images: int, folder: Path) -> str:
     """Write ``folder/data.yaml`` over the first N train/val images (list files), or return ``data`` unchanged."""
-    from utils.dataset_yaml import check_dataset
+    from utils.data.dataset_yaml import check_dataset
 
     info = check_dataset(data)
     if not train_images and not val_images:
@@ -117,7 +117,7 @@ def detection_run(args: argparse.Namespace, data: str, backbone: Path | None, na
     """Train the detector (scratch when ``backbone`` is None); returns timings and metrics from results.csv."""
     import train
     from utils.callbacks import Callbacks
-    from utils.train_options import TrainOptions
+    from engine.train_options import TrainOptions
 
     kwargs = dict(cfg=args.cfg, data=data, epochs=args.det_epochs, imgsz=args.imgsz, batch_size=args.batch_size,
                   workers=args.workers, project=args.project, name=f"det_{name}", exist_ok=True, noplots=True,
@@ -137,7 +137,7 @@ def detection_run(args: argparse.Namespace, data: str, backbone: Path | None, na
 
 def summarize_detection(save_dir: Path) -> dict:
     """Final-epoch mAP50, mAP50-95 and val loss (box + obj + cls), and the best mAP50-95, from results.csv."""
-    from utils.plots_results import read_csv_table
+    from utils.plotting.results import read_csv_table
 
     header, values = read_csv_table(save_dir / "results.csv")
     column = {name: values[:, header.index(name)] for name in header}

@@ -24,7 +24,7 @@ from models.yolo import Model
 from utils.loss import ComputeLoss
 from utils.optim import smart_optimizer
 from utils.precision import select_precision
-from utils.train_options import DEFAULT_DATA, TrainOptions, load_hyp, prepare_new_run
+from engine.train_options import DEFAULT_DATA, TrainOptions, load_hyp, prepare_new_run
 
 STEP_TARGET_S, EPOCH_RATIO_TARGET = 0.94, 1.3
 
@@ -75,7 +75,7 @@ def epoch_time(imgsz: int, batch: int, workers: int, cache: str | None, epochs: 
     The first epoch includes the loader workers' start and the first-call costs of the kernels; later epochs reuse
     the workers (the loader is infinite), as every epoch after the first of a real run does.
     """
-    from utils.trainer import Trainer
+    from engine.trainer import Trainer
 
     options = prepare_new_run(TrainOptions(data=DEFAULT_DATA, imgsz=imgsz, batch_size=batch, workers=workers,
                                            epochs=epochs, device="cpu", noplots=True, nosave=True, noval=True,

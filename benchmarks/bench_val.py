@@ -1,4 +1,4 @@
-"""Benchmark validation (``utils.validator.run``) with the upstream-trained yolov5n fixture at conf 0.001.
+"""Benchmark validation (``engine.validator.run``) with the upstream-trained yolov5n fixture at conf 0.001.
 
 Setting (issue 4): 64 synthetic JPEGs (~400x300 px, 4 filled shapes each, 10 classes) in a temp folder, 320 px,
 batch 32, rect batches, CPU. Prints the per-image pre-process / inference / NMS times reported by the validator,
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-import utils.validator as validator  # noqa: E402
+import engine.validator as validator  # noqa: E402
 
 WEIGHTS = Path("/work/shared/fixtures/upstream/yolov5n-trained.pt")
 

@@ -106,7 +106,7 @@ def prepare_new_run(opt: argparse.Namespace) -> argparse.Namespace:
 
 
 def _latest_last(project: Path) -> str:
-    from utils.train_options import get_latest_run
+    from engine.train_options import get_latest_run
 
     found = get_latest_run(project) if project.is_dir() else ""
     if not found:
@@ -139,7 +139,7 @@ def restore_resume_options(opt: argparse.Namespace, explicit: dict) -> argparse.
 
 def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argparse.Namespace:
     """Pretrain with the options in ``opt``; returns the run's final options (``save_dir`` is the run folder)."""
-    from extensions.autoencoder.trainer import PretrainTrainer
+    from engine.pretrainer import PretrainTrainer
     from utils.dist import broadcast_from_main, destroy_distributed, get_local_rank, is_main_process
 
     distributed = get_local_rank() != -1

@@ -17,14 +17,14 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageOps
 
-from utils.augmentations import letterbox
+from utils.data.augment import letterbox
 from utils.boxes import scale_boxes, xyxy2xywh
-from utils.crops import save_image, save_one_box
+from utils.plotting.crops import save_image, save_one_box
 from utils.files import increment_path
 from utils.logging import LOGGER, colorstr
 from utils.nms import non_max_suppression
 from utils.ops import make_divisible
-from utils.plots import Annotator, colors
+from utils.plotting.annotate import Annotator, colors
 from utils.precision import InferencePrecision, PrecisionPolicy, float_outputs
 from utils.profiling import Profile
 from utils.torch_utils import copy_attr, smart_inference_mode

@@ -212,7 +212,7 @@ class BaseModel(nn.Module):
             x = m(x)
             y.append(x if m.i in self.save else None)
             if visualize:
-                from utils.plots_features import feature_visualization
+                from utils.plotting.features import feature_visualization
 
                 feature_visualization(x, m.type, m.i, save_dir=visualize)
         if profile:

@@ -51,8 +51,8 @@ def write_shapes_yaml(base: Path, counts: dict[str, int], names: dict[int, str] 
     """
     import yaml
 
-    from utils.default_dataset import generate_shapes_dataset
-    from utils.shape_drawing import SHAPE_NAMES
+    from utils.data.builtin import generate_shapes_dataset
+    from utils.data.shapes import SHAPE_NAMES
 
     root = generate_shapes_dataset(base / "tiny", counts)
     file = base / "tiny.yaml"

@@ -105,8 +105,8 @@ def _load_dataset(dataset: Union[str, Any]) -> Any:
     """Return a dataset object; a YAML path builds the train split with augment=True, rect=True."""
     if not isinstance(dataset, str):
         return dataset
-    from utils.dataloaders import LoadImagesAndLabels
-    from utils.dataset_yaml import check_dataset
+    from utils.data.loaders import LoadImagesAndLabels
+    from utils.data.dataset_yaml import check_dataset
 
     data = check_dataset(dataset)
     return LoadImagesAndLabels(data["train"], augment=True, rect=True)

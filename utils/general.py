@@ -15,7 +15,7 @@ from utils.boxes import (  # noqa: F401
     xyxy2xywhn,
 )
 from utils.coco_eval import coco80_to_coco91_class  # noqa: F401
-from utils.dataset_yaml import check_dataset, datasets_dir  # noqa: F401
+from utils.data.dataset_yaml import check_dataset, datasets_dir  # noqa: F401
 from utils.dist import get_local_rank, get_rank, get_world_size, is_main_process  # noqa: F401
 from utils.files import (  # noqa: F401
     ROOT,
@@ -27,7 +27,7 @@ from utils.files import (  # noqa: F401
     yaml_load,
     yaml_save,
 )
-from utils.label_cache import NUM_THREADS  # noqa: F401
+from utils.data.labels import NUM_THREADS  # noqa: F401
 from utils.logging import LOGGER, LOGGING_NAME, colorstr, emojis  # noqa: F401
 from utils.metrics import box_iou, fitness  # noqa: F401
 from utils.nms import non_max_suppression  # noqa: F401

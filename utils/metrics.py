@@ -31,7 +31,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from utils.logging import LOGGER
-from utils.metric_plots import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
+from utils.plotting.metrics import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2 renamed trapz
 

@@ -3,7 +3,7 @@
 ``--data`` is a dataset YAML (its ``train:`` and ``val:`` splits, labels used for the box mask) or a plain image
 source (a folder searched recursively, a ``.txt`` list of images, or one image file) that may have no labels at all.
 Loading, caching (``--cache ram/disk``) and bad-input handling (corrupt images skipped with a warning naming the
-file) are those of :func:`utils.dataloaders.create_dataloader`.
+file) are those of :func:`utils.data.loaders.create_dataloader`.
 
 Augmentation is light: left-right flips (``fliplr``) and HSV jitter, no mosaic, no geometric warp. The dataset's
 augmenting mode refuses a split without labels, so an unlabeled source is loaded without dataset augmentation and
@@ -18,8 +18,8 @@ from typing import Any, Union
 
 import torch
 
-from utils.dataloaders import create_dataloader
-from utils.dataset_files import has_image_suffix
+from utils.data.loaders import create_dataloader
+from utils.data.paths import has_image_suffix
 from utils.logging import LOGGER, colorstr
 
 PRETRAIN_HYP = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0, "translate": 0.0, "scale": 0.0,
@@ -52,7 +52,7 @@ def resolve_sources(data: Union[str, Path, dict]) -> tuple[Any, Any | None]:
         FileNotFoundError: ``data`` is a path that does not exist (the message says what was expected).
     """
     if isinstance(data, dict) or str(data).lower().endswith((".yaml", ".yml")):
-        from utils.dataset_yaml import check_dataset
+        from utils.data.dataset_yaml import check_dataset
 
         info = check_dataset(data)
         return info["train"], info.get("val")
@@ -74,7 +74,7 @@ def build_pretrain_data(data: Union[str, Path, dict], imgsz: int, batch_size: in
     """Build the train (augmented lightly) and val loaders; see the module docstring.
 
     ``batch_size`` is per process. DDP: ``rank`` (``LOCAL_RANK``) gives each process its fixed share of the training
-    images through :class:`utils.dataloaders.SmartDistributedSampler` (the label cache is built by rank 0 first);
+    images through :class:`utils.data.loaders.SmartDistributedSampler` (the label cache is built by rank 0 first);
     ``val=False`` (ranks other than 0) skips the val loader.
 
     Images are letterboxed to ``imgsz`` x ``imgsz`` (a multiple of ``stride``), batches are the loader's

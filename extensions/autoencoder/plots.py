@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from utils.files import atomic_write_bytes
-from utils.plots import write_image_atomic
-from utils.plots_results import format_csv_header, format_csv_row, read_csv_table
+from utils.plotting.annotate import write_image_atomic
+from utils.plotting.results import format_csv_header, format_csv_row, read_csv_table
 
 RESULTS_KEYS = ("train/loss", "val/loss", "x/lr0")  # results.csv columns after "epoch"
 GRID_ROWS = 4

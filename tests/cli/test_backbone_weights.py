@@ -10,7 +10,7 @@ import torch
 import train
 from utils.callbacks import Callbacks
 from utils.checkpoint import torch_safe_load
-from utils.train_options import TrainError
+from engine.train_options import TrainError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"
@@ -26,7 +26,7 @@ def test_backbone_tensors_are_the_loaded_values_at_first_step(tiny_data, tmp_pat
     def capture(*args, **kwargs):  # on_train_start fires after setup, before the first optimizer step
         import gc
 
-        from utils.trainer import Trainer
+        from engine.trainer import Trainer
 
         trainer = next(o for o in gc.get_objects() if isinstance(o, Trainer))
         seen.update({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from utils.checkpoint import make_checkpoint, save_checkpoint, torch_safe_load
-from utils.plots_results import read_csv_table
+from utils.plotting.results import read_csv_table
 
 ROOT = Path(__file__).resolve().parents[2]
 TOTAL_BATCH = 8
@@ -120,7 +120,7 @@ def test_two_process_gloo_ddp_matches_single_process(setup_files, tmp_path):
 
 def test_ddp_refuses_incompatible_options(setup_files, tmp_path, monkeypatch):
     import train
-    from utils.train_options import TrainError
+    from engine.train_options import TrainError
 
     monkeypatch.setenv("LOCAL_RANK", "0")
     monkeypatch.setenv("RANK", "0")

@@ -14,7 +14,7 @@ import detect
 from models.backends import DetectMultiBackend
 from tests.inference_support import NAMES, calibrated_yolov5n, draw_scene, write_checkpoint, write_video
 from utils.boxes import scale_boxes, xywh2xyxy
-from utils.inference_loaders import LoadImages
+from utils.data.sources import LoadImages
 from utils.nms import non_max_suppression
 
 IMGSZ = 64

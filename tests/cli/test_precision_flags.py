@@ -18,8 +18,8 @@ import train
 import val
 from tests.inference_support import draw_scene
 from utils import precision
-from utils.default_dataset import generate_shapes_dataset
-from utils.shape_drawing import SHAPE_NAMES
+from utils.data.builtin import generate_shapes_dataset
+from utils.data.shapes import SHAPE_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"

@@ -16,10 +16,10 @@ import yaml
 import train
 from utils.callbacks import Callbacks
 from utils.checkpoint import make_checkpoint, save_checkpoint, torch_safe_load
-from utils.plots_results import read_csv_table
-from utils.run_logger import RESULTS_KEYS
-from utils.shape_drawing import SHAPE_NAMES
-from utils.train_options import NothingToResumeError, TrainOptions
+from utils.plotting.results import read_csv_table
+from utils.loggers.csv_logger import RESULTS_KEYS
+from utils.data.shapes import SHAPE_NAMES
+from engine.train_options import NothingToResumeError, TrainOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"
@@ -65,7 +65,7 @@ def test_parse_opt_accepts_every_upstream_flag(tmp_path):
 
 
 def test_defaults_train_yolov5n_from_scratch_on_builtin_data():
-    from utils.train_options import apply_dataset_defaults, prepare_new_run
+    from engine.train_options import apply_dataset_defaults, prepare_new_run
 
     opt = train.build_parser().parse_args([])
     assert (opt.weights, opt.cfg, opt.imgsz, opt.batch_size) == ("", "", 320, 16)
@@ -78,7 +78,7 @@ def test_defaults_train_yolov5n_from_scratch_on_builtin_data():
 
 
 def test_user_datasets_get_upstream_defaults(tiny_data):
-    from utils.train_options import apply_dataset_defaults
+    from engine.train_options import apply_dataset_defaults
 
     options = apply_dataset_defaults(TrainOptions(data=tiny_data))
     assert (Path(options.hyp).name, options.optimizer, options.epochs) == ("hyp.scratch-low.yaml", "SGD", 100)
@@ -135,7 +135,7 @@ def test_finished_checkpoints_are_stripped_and_valid(finished_run):
 
 
 def test_val_runs_on_produced_best_pt(finished_run, tiny_data):
-    from utils import validator
+    from engine import validator
 
     (p, r, map50, map5095, *losses), maps, times = validator.run(
         tiny_data, weights=str(finished_run / "weights" / "best.pt"), imgsz=64, batch_size=4, device="cpu",
@@ -231,7 +231,7 @@ def test_evolve_two_generations_writes_evolve_csv(tiny_data, tmp_path):
 def _handful_of_builtin_images(root: Path, count: int = 4, copies: int = 16) -> str:
     """Write ``count`` images of the built-in train split (1-3 shapes, each >= 30% of the image side), each copied
     ``copies`` times so that one batch of 64 is one optimizer step; returns a dataset YAML (val = train)."""
-    from utils.default_dataset import GENERATOR_VERSION, SPLIT_SEEDS, render_sample
+    from utils.data.builtin import GENERATOR_VERSION, SPLIT_SEEDS, render_sample
 
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir(parents=True)
@@ -254,8 +254,8 @@ def _handful_of_builtin_images(root: Path, count: int = 4, copies: int = 16) -> 
 @pytest.mark.slow
 def test_learning_overfits_a_handful_of_builtin_images(tmp_path):
     """yolov5n from scratch reaches mAP50 > 0.5 on 4 built-in images within 200 optimizer steps (64 px)."""
-    from utils import validator
-    from utils.train_options import load_hyp
+    from engine import validator
+    from engine.train_options import load_hyp
 
     data = _handful_of_builtin_images(tmp_path / "handful")
     hyp = {**load_hyp(ROOT / "data" / "hyps" / "hyp.no-augmentation.yaml"), "lr0": 0.002}

@@ -21,7 +21,7 @@ from models.yolo import Model
 from tests.dataset_support import write_shapes_yaml
 from utils.callbacks import Callbacks
 from utils.checkpoint import torch_safe_load
-from utils.plots_results import read_csv_table
+from utils.plotting.results import read_csv_table
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"
@@ -80,7 +80,7 @@ def test_pretrained_backbone_transfers_100_percent(one_epoch_run, tiny_cfg):
 def test_train_py_starts_from_the_pretrained_backbone(one_epoch_run, tiny_cfg, tiny_data, tmp_path):
     """pretrain 1 epoch -> train.py 1 epoch with the backbone frozen -> the detector's backbone equals the file."""
     import train
-    from utils.train_options import TrainOptions
+    from engine.train_options import TrainOptions
 
     best = Path(one_epoch_run.save_dir) / "weights" / "best.pt"
     expected = torch_safe_load(best)["backbone"]

@@ -20,7 +20,7 @@ from utils.callbacks import Callbacks
 from utils.loggers import comet as comet_module
 from utils.loggers.comet import read_experiment_key
 from utils.loggers.tensorboard import tensorboard_available
-from utils.plots_results import read_csv_table
+from utils.plotting.results import read_csv_table
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"imgsz": 64, "batch_size": 4, "workers": 0, "device": "cpu", "noplots": True}

@@ -164,7 +164,7 @@ class CometLogger:
                  **experiment_kwargs: Any) -> None:
         import comet_ml
 
-        from utils.run_logger import RESULTS_KEYS
+        from utils.loggers.csv_logger import RESULTS_KEYS
 
         self.opt, self.hyp, self.job_type = opt, dict(hyp), job_type
         self.keys = tuple(keys or RESULTS_KEYS)

@@ -50,7 +50,7 @@ class TensorBoardLogger:
                  keys: Sequence[str] | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        from utils.run_logger import RESULTS_KEYS
+        from utils.loggers.csv_logger import RESULTS_KEYS
 
         self.save_dir = Path(save_dir)
         self.keys = tuple(keys or RESULTS_KEYS)

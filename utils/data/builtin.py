@@ -1,0 +1,174 @@
+"""Built-in synthetic detection dataset ``shapes``: generated locally, deterministically, in a few seconds.
+
+Eight classes of filled geometric shapes (``SHAPE_NAMES``) of varied size (about 14 px up to 45% of the short
+side), aspect, rotation, colour and shading are drawn on cluttered backgrounds (gradients, blotchy texture, noise,
+and unlabelled distractors: lines, scribbles, irregular blobs, speckles), with partial overlaps, occasional blur
+and JPEG artefacts. Labels are the amodal boxes of each shape in YOLO format. Images are 256-416 px per side.
+
+The dataset is written to ``<DATASETS_DIR>/shapes`` (see ``data/shapes.yaml``) on first use: built in a temporary
+folder and renamed into place, with a version marker so later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.logging import LOGGER
+from utils.data.shapes import SHAPE_NAMES, draw_background, draw_distractors, draw_shape, shape_polygons
+
+GENERATOR_VERSION = 1
+MARKER_FILE = ".builtin-dataset.json"
+SPLIT_SIZES = {"train": 400, "val": 100}
+SPLIT_SEEDS = {"train": 0, "val": 1}
+
+
+def _marker(name: str, sizes: dict[str, int]) -> dict:
+    return {"dataset": name, "version": GENERATOR_VERSION, "splits": sizes}
+
+
+def _choose_size(rng: np.random.Generator, short_side: int) -> float:
+    """Object radius in pixels, log-uniform between 7 and 22% of the short side (diameters ~14 px to 45%)."""
+    return float(np.exp(rng.uniform(np.log(7.0), np.log(0.225 * short_side))))
+
+
+def _overlaps_too_much(box: np.ndarray, boxes: list[np.ndarray]) -> bool:
+    """True if ``box`` (xyxy) would hide more than 45% of an earlier box, or is mostly inside one."""
+    if not boxes:
+        return False
+    others = np.array(boxes)
+    inter_w = (np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])).clip(0)
+    inter_h = (np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])).clip(0)
+    inter = inter_w * inter_h
+    other_areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    own_area = (box[2] - box[0]) * (box[3] - box[1])
+    return bool((inter / other_areas > 0.45).any() or (inter / own_area > 0.6).any())
+
+
+def _place_objects(rng: np.random.Generator, width: int, height: int, count: int) -> list[tuple[int, list]]:
+    """Return up to ``count`` (class, polygons) placements that fit inside the image with limited occlusion."""
+    placed, boxes = [], []
+    for _ in range(count * 12):
+        if len(placed) == count:
+            break
+        cls = int(rng.integers(len(SHAPE_NAMES)))
+        radius = _choose_size(rng, min(width, height))
+        centre = rng.uniform([radius, radius], [width - radius, height - radius])
+        polygons = shape_polygons(SHAPE_NAMES[cls], centre, radius, rng)
+        points = np.concatenate(polygons, 0)
+        box = np.array([*points.min(0), *points.max(0)])
+        if box[0] < 1 or box[1] < 1 or box[2] > width - 1 or box[3] > height - 1 or _overlaps_too_much(box, boxes):
+            continue
+        placed.append((cls, polygons))
+        boxes.append(box)
+    return placed
+
+
+def render_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one image and return (BGR uint8 image (h, w, 3), labels (n, 5) [cls, x, y, w, h] normalised)."""
+    width, height = (int(v) for v in rng.integers(256, 417, 2))
+    image = draw_background(rng, width, height)
+    draw_distractors(rng, image, behind=True)
+    count = 0 if rng.random() < 0.04 else int(rng.integers(1, 9))
+    labels = []
+    for cls, polygons in _place_objects(rng, width, height, count):
+        draw_shape(rng, image, SHAPE_NAMES[cls], polygons)
+        points = np.concatenate(polygons, 0)
+        (x1, y1), (x2, y2) = points.min(0), points.max(0)
+        labels.append([cls, (x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height])
+    draw_distractors(rng, image, behind=False)
+    if rng.random() < 0.25:
+        image = cv2.GaussianBlur(image, (0, 0), sigmaX=float(rng.uniform(0.5, 1.2)))
+    return image, np.array(labels, dtype=np.float64).reshape(-1, 5)
+
+
+def _write_sample(image_dir: Path, label_dir: Path, split: str, index: int, seed: int) -> None:
+    rng = np.random.default_rng([seed, index, GENERATOR_VERSION])
+    image, labels = render_sample(rng)
+    quality = int(rng.integers(70, 96))
+    stem = f"{split}_{index:05d}"
+    cv2.imwrite(str(image_dir / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    lines = [f"{int(row[0])} {row[1]:.6f} {row[2]:.6f} {row[3]:.6f} {row[4]:.6f}" for row in labels]
+    (label_dir / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+
+
+def _write_split(folder: Path, split: str, size: int, seed: int) -> None:
+    """Write ``size`` samples of one split (each a pure function of (seed, index), so threads cannot change it)."""
+    image_dir, label_dir = folder / "images" / split, folder / "labels" / split
+    image_dir.mkdir(parents=True)
+    label_dir.mkdir(parents=True)
+    with ThreadPool(max(1, min(8, os.cpu_count() or 1))) as pool:
+        pool.map(lambda index: _write_sample(image_dir, label_dir, split, index, seed), range(size), chunksize=8)
+
+
+def generate_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES) -> Path:
+    """Generate the dataset into ``root`` atomically (temp folder + rename); returns ``root``.
+
+    If another process finishes first, its copy is kept and this one is discarded.
+    """
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=root.parent))
+    try:
+        for split, size in sizes.items():
+            _write_split(temp, split, size, SPLIT_SEEDS.get(split, 2))
+        (temp / MARKER_FILE).write_text(json.dumps(_marker("shapes", sizes)), encoding="utf-8")
+        try:
+            os.rename(temp, root)
+        except OSError:
+            if not _is_current(root, sizes):
+                raise
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    return root
+
+
+def _read_marker(root: Path) -> dict | None:
+    try:
+        return json.loads((root / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_current(root: Path, sizes: dict[str, int]) -> bool:
+    marker = _read_marker(root)
+    return marker is not None and marker.get("version") == GENERATOR_VERSION and marker.get("splits") == sizes
+
+
+def ensure_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES) -> Path:
+    """Return ``root`` holding the current ``shapes`` dataset, generating it if absent or outdated.
+
+    A folder without the generator's marker is treated as user data and never touched.
+
+    Raises:
+        FileExistsError: ``root`` exists, is not empty and was not made by the generator.
+    """
+    root = Path(root)
+    if _is_current(root, sizes):
+        return root
+    if root.exists() and _read_marker(root) is None and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists but was not created by the built-in dataset generator; "
+                              f"move it away or set YOLOv5_DATASETS_DIR to another folder")
+    LOGGER.info(f"Generating the built-in 'shapes' dataset in {root} ({sum(sizes.values())} images)...")
+    if root.exists():  # empty, or an outdated generated copy: replace it
+        stale = root.with_name(f".{root.name}-stale-{os.getpid()}")
+        os.rename(root, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    return generate_shapes_dataset(root, sizes)
+
+
+BUILTIN_DATASETS = {"shapes": ensure_shapes_dataset}
+
+
+def ensure_builtin_dataset(name: str, root: Path) -> Path:
+    """Generate (if needed) the built-in dataset ``name`` in ``root``; raises KeyError for unknown names."""
+    if name not in BUILTIN_DATASETS:
+        raise KeyError(f"unknown built-in dataset '{name}', available: {', '.join(BUILTIN_DATASETS)}")
+    return BUILTIN_DATASETS[name](Path(root))

@@ -1,0 +1,2 @@
+"""Pictures a run leaves behind: annotated images and batches, label statistics, result curves, metric plots,
+feature maps and box crops."""
