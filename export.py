@@ -10,220 +10,37 @@ names}``; ``--optimize`` saves a mobile lite-interpreter file) and onnx (``.onnx
 ``output0``, metadata props ``stride`` and ``names``). The other upstream formats (openvino, engine, coreml,
 saved_model, pb, tflite, edgetpu, tfjs, paddle) need toolchains this project does not install; asking for one is
 an error that says so. Every export is run once on a random input and its output compared with PyTorch's (the
-maximum absolute difference is logged and returned).
+maximum absolute difference is logged and returned). The work is done by :mod:`engine.exporter`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import sys
-import tempfile
-import time
-import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np
-import torch
+from engine.exporter import (
+    SUPPORTED_FORMATS,
+    ExportOptions,
+    export_formats,
+    export_model,
+    export_onnx,
+    export_torchscript,
+    prepare_model,
+    run_exported,
+    verify_export,
+)
+from utils.logging import LOGGER
 
-from models.backends import EXPORT_FORMATS
-from models.experimental import attempt_load
-from models.yolo import Detect
-from utils.files import file_size
-from utils.logging import LOGGER, colorstr
-from utils.ops import check_img_size
-from utils.torch_utils import select_device, smart_inference_mode
-
-SUPPORTED_FORMATS = ("torchscript", "onnx")
-VERIFY_TOLERANCE = {torch.float32: 1e-2, torch.float16: 1.0}  # max abs diff (pixels) before a warning
-
-
-def export_formats() -> Any:
-    """Return upstream's format table as a pandas DataFrame (Format, Argument, Suffix, CPU, GPU)."""
-    import pandas as pd
-
-    return pd.DataFrame(list(EXPORT_FORMATS), columns=["Format", "Argument", "Suffix", "CPU", "GPU"])
+__all__ = ["SUPPORTED_FORMATS", "export_formats", "export_onnx", "export_torchscript", "main", "parse_opt",
+           "prepare_model", "run", "run_exported", "verify_export"]
 
 
-@contextlib.contextmanager
-def _quiet_tracing() -> Iterator[None]:
-    """Silence tracer/deprecation warnings for the duration of an export only."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        yield
-
-
-@contextlib.contextmanager
-def _atomic_target(file: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``file`` (same suffix); move it onto ``file`` if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.stem}.", suffix=file.suffix, dir=file.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        if file.exists():
-            LOGGER.info(f"Overwriting existing {file}")
-        os.replace(tmp, file)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
-def export_torchscript(model: torch.nn.Module, im: torch.Tensor, file: Path, optimize: bool,
-                       metadata: dict) -> Path:
-    """Trace ``model`` on ``im`` and save ``file.torchscript`` with a ``config.txt`` = JSON {shape, stride, names}."""
-    prefix = colorstr("TorchScript:")
-    LOGGER.info(f"\n{prefix} starting export with torch {torch.__version__}...")
-    f = file.with_suffix(".torchscript")
-    extra_files = {"config.txt": json.dumps({"shape": list(im.shape), **metadata})}
-    with _quiet_tracing():
-        ts = torch.jit.trace(model, im, strict=False)
-        with _atomic_target(f) as tmp:
-            if optimize:
-                from torch.utils.mobile_optimizer import optimize_for_mobile
-
-                optimize_for_mobile(ts)._save_for_lite_interpreter(str(tmp), _extra_files=extra_files)
-            else:
-                ts.save(str(tmp), _extra_files=extra_files)
-    LOGGER.info(f"{prefix} export success, saved as {f} ({file_size(f):.1f} MB)")
-    return f
-
-
-def export_onnx(model: torch.nn.Module, im: torch.Tensor, file: Path, opset: int, dynamic: bool, simplify: bool,
-                metadata: dict) -> Path:
-    """Export ``file.onnx`` (input ``images``, output ``output0``, metadata props ``stride``/``names``)."""
-    import onnx
-
-    prefix = colorstr("ONNX:")
-    LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} (opset {opset})...")
-    f = file.with_suffix(".onnx")
-    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
-    with _quiet_tracing(), _atomic_target(f) as tmp:
-        torch.onnx.export(model.cpu() if dynamic else model, (im.cpu() if dynamic else im,), str(tmp),
-                          verbose=False, opset_version=opset, do_constant_folding=True, input_names=["images"],
-                          output_names=["output0"], dynamic_axes=axes if dynamic else None, dynamo=False)
-        model_onnx = onnx.load(str(tmp))
-        onnx.checker.check_model(model_onnx)
-        model_onnx = _simplify_onnx(model_onnx, prefix) if simplify else model_onnx
-        for key, value in metadata.items():
-            prop = model_onnx.metadata_props.add()
-            prop.key, prop.value = key, str(value)
-        onnx.save(model_onnx, str(tmp))
-    LOGGER.info(f"{prefix} export success, saved as {f} ({file_size(f):.1f} MB)")
-    return f
-
-
-def _simplify_onnx(model_onnx: Any, prefix: str) -> Any:
-    """Return the model simplified with onnxslim (or onnxsim); unchanged with a warning when neither is installed."""
-    try:
-        import onnxslim
-
-        LOGGER.info(f"{prefix} slimming with onnxslim {onnxslim.__version__}...")
-        return onnxslim.slim(model_onnx)
-    except ImportError:
-        pass
-    try:
-        import onnxsim
-
-        LOGGER.info(f"{prefix} simplifying with onnxsim {onnxsim.__version__}...")
-        simplified, ok = onnxsim.simplify(model_onnx)
-        if not ok:
-            raise RuntimeError("onnxsim check failed")
-        return simplified
-    except ImportError:
-        LOGGER.warning(f"{prefix} WARNING ⚠️ --simplify needs onnxslim or onnxsim (pip install onnxslim); "
-                       f"exported without simplification")
-        return model_onnx
-
-
-def run_exported(f: Path, im: torch.Tensor) -> torch.Tensor:
-    """Run an exported ``.torchscript`` / ``.onnx`` file on ``im`` and return its (B, N, 5 + nc) output."""
-    if f.suffix == ".onnx":
-        import onnxruntime
-
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if im.is_cuda else ["CPUExecutionProvider"]
-        session = onnxruntime.InferenceSession(str(f), providers=providers)
-        dtype = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
-        return torch.from_numpy(session.run(["output0"], {"images": im.cpu().numpy().astype(dtype)})[0])
-    try:
-        with _quiet_tracing():
-            module = torch.jit.load(str(f), map_location=im.device)
-    except RuntimeError:  # an --optimize (lite interpreter) file
-        from torch.jit.mobile import _load_for_lite_interpreter
-
-        module = _load_for_lite_interpreter(str(f))
-    y = module(im)
-    return (y[0] if isinstance(y, (list, tuple)) else y).cpu()
-
-
-def verify_export(f: Path, model: torch.nn.Module, im: torch.Tensor) -> float:
-    """Compare an export with PyTorch on a random input shaped like ``im``; log and return the max abs diff."""
-    x = torch.rand(im.shape, generator=torch.Generator().manual_seed(0)).to(im.device, im.dtype)
-    reference = model(x)
-    reference = (reference[0] if isinstance(reference, (list, tuple)) else reference).float().cpu()
-    exported = run_exported(f, x).float()
-    if exported.shape != reference.shape:
-        raise RuntimeError(f"{f}: exported output shape {tuple(exported.shape)} != PyTorch {tuple(reference.shape)}")
-    diff = float((exported - reference).abs().max())
-    tolerance = VERIFY_TOLERANCE.get(im.dtype, 1e-2)
-    message = f"{colorstr('Verify:')} {f.name} vs PyTorch on {tuple(x.shape)}: max abs diff {diff:.3g}"
-    if diff > tolerance:
-        LOGGER.warning(f"{message} ⚠️ exceeds {tolerance:g}; check the export")
-    else:
-        LOGGER.info(f"{message} (OK, tolerance {tolerance:g})")
-    return diff
-
-
-def _check_request(include: Sequence[str], half: bool, dynamic: bool, device: torch.device) -> tuple[str, ...]:
-    requested = tuple(x.lower() for x in include)
-    known = tuple(row[1] for row in EXPORT_FORMATS[1:])
-    unknown = [x for x in requested if x not in known]
-    if unknown:
-        raise ValueError(f"--include {unknown} invalid, choose from {list(known)}")
-    unsupported = [x for x in requested if x not in SUPPORTED_FORMATS]
-    if unsupported:
-        raise ValueError(f"--include {unsupported}: not available in this project (their toolchains are not "
-                         f"installed); supported formats are {list(SUPPORTED_FORMATS)}")
-    if half and device.type == "cpu":
-        raise ValueError("--half only compatible with GPU export, i.e. use --device 0")
-    if half and dynamic:
-        raise ValueError("--half not compatible with --dynamic, i.e. use either --half or --dynamic but not both")
-    return requested
-
-
-def prepare_model(weights: Any, device: torch.device, imgsz: Sequence[int], batch_size: int, inplace: bool,
-                  dynamic: bool, half: bool) -> tuple[torch.nn.Module, torch.Tensor, dict]:
-    """Load (fused) and configure the model for export; return (model, dummy input, metadata {stride, names})."""
-    model = attempt_load(weights, device=device, inplace=True, fuse=True)
-    if not hasattr(model, "model") or isinstance(model, torch.nn.ModuleList):
-        raise ValueError(f"{weights}: export needs one detection model (not an ensemble)")
-    stride = int(max(model.stride))
-    imgsz = [check_img_size(x, stride) for x in (list(imgsz) * 2 if len(imgsz) == 1 else imgsz)]
-    im = torch.zeros(batch_size, 3, *imgsz, device=device)
-    model.eval()
-    for m in model.modules():
-        if isinstance(m, Detect) or hasattr(type(m), "export"):  # Detect and extension heads with the same contract
-            m.inplace, m.dynamic, m.export = inplace, dynamic, True  # instance attributes: (B, N, 5 + nc) output
-    if half:
-        im, model = im.half(), model.half()
-    for _ in range(2):
-        y = model(im)  # dry runs (also cache the grids, so tracing records one consistent graph)
-    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
-    shape = tuple((y[0] if isinstance(y, (list, tuple)) else y).shape)
-    LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {weights} with output shape {shape} "
-                f"({file_size(weights):.1f} MB)")
-    return model, im, {"stride": stride, "names": names}
-
-
-@smart_inference_mode()
 def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = ROOT / "yolov5s.pt", imgsz: Sequence[int] = (640, 640),
         batch_size: int = 1, device: str = "cpu", include: Sequence[str] = ("torchscript", "onnx"),
         half: bool = False, inplace: bool = False, keras: bool = False, optimize: bool = False, int8: bool = False,
@@ -233,73 +50,48 @@ def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = ROOT / "yolov5s.p
         conf_thres: float = 0.25) -> list[str]:
     """Export ``weights`` to the ``include`` formats; return the exported file paths (verified against PyTorch).
 
-    Only ``weights, imgsz, batch_size, device, include, half, inplace, optimize, dynamic, simplify, opset`` apply to
-    the supported formats; the other upstream arguments are accepted for compatibility.
+    The arguments are those of :class:`engine.exporter.ExportOptions`; the work is :func:`engine.exporter.export_model`.
     """
-    t0 = time.time()
-    device = select_device(device)
-    include = _check_request(include, half, dynamic, device)
-    if optimize and device.type != "cpu":
-        raise ValueError("--optimize not compatible with cuda devices, i.e. use --device cpu")
-    file = Path(weights)
-    model, im, metadata = prepare_model(file, device, imgsz, batch_size, inplace, dynamic, half)
-    exported = []
-    if "torchscript" in include:
-        exported.append(export_torchscript(model, im, file, optimize, metadata))
-    if "onnx" in include:
-        exported.append(export_onnx(model, im, file, opset, dynamic, simplify, metadata))
-    model.to(device)
-    shapes = [im] + ([torch.zeros(*im.shape[:2], im.shape[2] + 2 * metadata["stride"], im.shape[3], device=device)]
-                     if dynamic else [])
-    for f in exported:
-        for x in shapes if f.suffix == ".onnx" else shapes[:1]:
-            verify_export(f, model, x)
-    _log_summary(exported, time.time() - t0)
-    return [str(f) for f in exported]
-
-
-def _log_summary(exported: Sequence[Path], seconds: float) -> None:
-    if not exported:
-        return
-    f = exported[-1]
-    LOGGER.info(f"\nExport complete ({seconds:.1f}s)\nResults saved to {colorstr('bold', f.parent.resolve())}"
-                f"\nDetect:          python detect.py --weights {f}"
-                f"\nValidate:        python val.py --weights {f}"
-                f"\nPyTorch Hub:     model = torch.hub.load('{ROOT}', 'custom', '{f}', source='local')")
+    return export_model(ExportOptions(**locals()))
 
 
 def parse_opt(known: bool = False, argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Export YOLOv5 .pt models to TorchScript / ONNX")
-    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="dataset.yaml path")
-    parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model.pt path(s)")
-    parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
-    parser.add_argument("--batch-size", type=int, default=1, help="batch size")
-    parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
-    parser.add_argument("--half", action="store_true", help="FP16 half-precision export (CUDA only)")
-    parser.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
-    parser.add_argument("--keras", action="store_true", help="TF: use Keras (not available here)")
-    parser.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile")
-    parser.add_argument("--int8", action="store_true", help="CoreML/TF/OpenVINO INT8 quantization (not available)")
-    parser.add_argument("--per-tensor", action="store_true", help="TF per-tensor quantization (not available)")
-    parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic axes")
-    parser.add_argument("--cache", type=str, default="", help="TensorRT: timing cache file path (not available)")
-    parser.add_argument("--simplify", action="store_true", help="ONNX: simplify model (needs onnxslim or onnxsim)")
-    parser.add_argument("--mlmodel", action="store_true", help="CoreML: export in *.mlmodel format (not available)")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
-    parser.add_argument("--verbose", action="store_true", help="TensorRT: verbose log")
-    parser.add_argument("--workspace", type=int, default=4, help="TensorRT: workspace size (GB)")
-    parser.add_argument("--nms", action="store_true", help="TF: add NMS to model")
-    parser.add_argument("--agnostic-nms", action="store_true", help="TF: add agnostic NMS to model")
-    parser.add_argument("--topk-per-class", type=int, default=100, help="TF.js NMS: topk per class to keep")
-    parser.add_argument("--topk-all", type=int, default=100, help="TF.js NMS: topk for all classes to keep")
-    parser.add_argument("--iou-thres", type=float, default=0.45, help="TF.js NMS: IoU threshold")
-    parser.add_argument("--conf-thres", type=float, default=0.25, help="TF.js NMS: confidence threshold")
-    parser.add_argument("--include", nargs="+", default=["torchscript"], help="torchscript, onnx")
-    opt = parser.parse_known_args(argv)[0] if known else parser.parse_args(argv)
-    return opt
+    """Parse export.py's command line (``argv``, default ``sys.argv[1:]``; ``known``: ignore unknown flags)."""
+    parser = argparse.ArgumentParser(description="Turn a .pt model into TorchScript and/or ONNX files and check them "
+                                                 "against PyTorch")
+    add = parser.add_argument
+    add("--data", type=str, default=ROOT / "data/coco128.yaml", help="dataset YAML (accepted, unused by these formats)")
+    add("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt",
+        help=".pt file(s) to convert; the exports are written next to each")
+    add("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640],
+        help="input height and width in pixels the export is traced at (one value: square)")
+    add("--batch-size", type=int, default=1, help="batch dimension of the traced input")
+    add("--device", default="cpu", help="where to trace: 'cpu' or a CUDA index such as 0")
+    add("--half", action="store_true", help="store the export in FP16 (needs a CUDA --device)")
+    add("--inplace", action="store_true", help="let the Detect head decode its boxes in place")
+    add("--keras", action="store_true", help="TensorFlow Keras model (format not available here)")
+    add("--optimize", action="store_true", help="TorchScript: write a mobile-optimised lite-interpreter file (CPU)")
+    add("--int8", action="store_true", help="INT8 quantisation for CoreML/TF/OpenVINO (formats not available here)")
+    add("--per-tensor", action="store_true", help="per-tensor TF quantisation (format not available here)")
+    add("--dynamic", action="store_true", help="ONNX: batch, height and width may change at run time")
+    add("--cache", type=str, default="", help="TensorRT timing cache file (format not available here)")
+    add("--simplify", action="store_true", help="ONNX: slim the graph afterwards (needs onnxslim or onnxsim)")
+    add("--mlmodel", action="store_true", help="CoreML: the older *.mlmodel file type (format not available here)")
+    add("--opset", type=int, default=17, help="ONNX: operator set version to target")
+    add("--verbose", action="store_true", help="TensorRT: detailed build log (format not available here)")
+    add("--workspace", type=int, default=4, help="TensorRT: builder memory limit in GB (format not available here)")
+    add("--nms", action="store_true", help="TF: build NMS into the graph (format not available here)")
+    add("--agnostic-nms", action="store_true", help="TF: class-blind NMS in the graph (format not available here)")
+    add("--topk-per-class", type=int, default=100, help="TF.js NMS: boxes kept per class (format not available here)")
+    add("--topk-all", type=int, default=100, help="TF.js NMS: boxes kept in total (format not available here)")
+    add("--iou-thres", type=float, default=0.45, help="TF.js NMS: overlap limit (format not available here)")
+    add("--conf-thres", type=float, default=0.25, help="TF.js NMS: score limit (format not available here)")
+    add("--include", nargs="+", default=["torchscript"], help="formats to write: torchscript and/or onnx")
+    return parser.parse_known_args(argv)[0] if known else parser.parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> list[str]:
+    """Export every ``--weights`` file; a bad request ends the process with status 1 and a one-line error."""
     files = []
     weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
     try:

@@ -22,66 +22,84 @@ ROOT = FILE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from engine.val_options import DEFAULT_PROJECT, ValOptions
+from engine.val_outputs import plot_study, study_file_name
+from engine.validator import Validator, build_val_loader, model_stride
 from utils.callbacks import Callbacks
+from utils.data.dataset_yaml import check_dataset
 from utils.files import atomic_write_bytes, check_yaml, increment_path
 from utils.logging import LOGGER, colorstr
 from utils.metrics import process_batch  # noqa: F401  (upstream exposes val.process_batch)
-from engine.val_outputs import plot_study, study_file_name
-from engine.validator import run as _run_validation
 
 STUDY_SIZES = tuple(range(256, 1536 + 128, 128))
+Results = tuple[tuple, np.ndarray, tuple[float, float, float]]
 
 
 def run(data: Any = ROOT / "data/coco128.yaml", weights: Any = None, batch_size: int = 32, imgsz: int = 640,
         conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300, task: str = "val", device: str = "",
         workers: int = 8, single_cls: bool = False, augment: bool = False, verbose: bool = False,
         save_txt: bool = False, save_hybrid: bool = False, save_conf: bool = False, save_json: bool = False,
-        project: Any = ROOT / "runs/val", name: str = "exp", exist_ok: bool = False, half: bool = True,
+        project: Any = DEFAULT_PROJECT, name: str = "exp", exist_ok: bool = False, half: bool = True,
         dnn: bool = False, model: Any = None, dataloader: Any = None, save_dir: Path = Path(""),
         plots: bool = True, callbacks: Callbacks | None = None, compute_loss: Any = None,
-        voc_ap: bool = False, fp32: bool = False) -> tuple[tuple, np.ndarray, tuple[float, float, float]]:
+        voc_ap: bool = False, fp32: bool = False) -> Results:
     """Validate and return ``((P, R, mAP50, mAP50-95, box, obj, cls losses), maps (nc,), (pre, inf, nms) ms/img)``.
 
-    Same arguments as upstream ``val.run`` plus ``voc_ap`` (VOC all-point AP instead of 101-point COCO AP) and
-    ``fp32`` (plain fp32 NCHW instead of the CPU bf16/channels_last fast path, see :mod:`utils.precision`).
+    Upstream's keywords and defaults, plus ``voc_ap`` (VOC all-point AP instead of 101-point COCO AP) and ``fp32``
+    (plain fp32 NCHW instead of the CPU bf16/channels_last fast path, see :mod:`utils.precision`). Without
+    ``model``, ``weights`` are loaded and results go to a new ``project/name``; with it, ``model`` (left unchanged)
+    is validated on ``dataloader`` (a rect loader over ``data`` when None) and results go to ``save_dir``.
     """
-    return _run_validation(data, weights=weights, batch_size=batch_size, imgsz=imgsz, conf_thres=conf_thres,
-                           iou_thres=iou_thres, max_det=max_det, task=task, device=device, workers=workers,
-                           single_cls=single_cls, augment=augment, verbose=verbose, save_txt=save_txt,
-                           save_hybrid=save_hybrid, save_conf=save_conf, save_json=save_json, project=project,
-                           name=name, exist_ok=exist_ok, half=half, dnn=dnn, model=model, dataloader=dataloader,
-                           save_dir=save_dir, plots=plots, callbacks=callbacks, compute_loss=compute_loss,
-                           voc_ap=voc_ap, fp32=fp32)
+    options = ValOptions(batch_size=batch_size, imgsz=imgsz, conf_thres=conf_thres, iou_thres=iou_thres,
+                         max_det=max_det, task=task, device=device, workers=workers, single_cls=single_cls,
+                         augment=augment, verbose=verbose, save_txt=save_txt, save_hybrid=save_hybrid,
+                         save_conf=save_conf, save_json=save_json, project=project, name=name, exist_ok=exist_ok,
+                         half=half, dnn=dnn, plots=plots, voc_ap=voc_ap, fp32=fp32)
+    if model is None:
+        return Validator.from_weights(weights, options, data=data, callbacks=callbacks)()
+    if dataloader is None:
+        data = data if isinstance(data, dict) and "nc" in data else check_dataset(data)
+        dataloader = build_val_loader(data, options, model_stride(model))
+    return Validator(model, dataloader, options, data=data, save_dir=save_dir, callbacks=callbacks,
+                     compute_loss=compute_loss)()
 
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse val.py's command line (upstream flags plus ``--voc-ap``)."""
-    parser = argparse.ArgumentParser(description="Validate a YOLOv5 model on a dataset")
-    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml", help="dataset.yaml path")
-    parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt", help="model path(s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size")
-    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
-    parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
-    parser.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
-    parser.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
-    parser.add_argument("--task", default="val", help="train, val, test, speed or study")
-    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
-    parser.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
-    parser.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
-    parser.add_argument("--augment", action="store_true", help="augmented inference")
-    parser.add_argument("--verbose", action="store_true", help="report mAP by class")
-    parser.add_argument("--save-txt", action="store_true", help="save results to *.txt")
-    parser.add_argument("--save-hybrid", action="store_true", help="save label+prediction hybrid results to *.txt")
-    parser.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
-    parser.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file")
-    parser.add_argument("--project", default=ROOT / "runs/val", help="save to project/name")
-    parser.add_argument("--name", default="exp", help="save to project/name")
-    parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
-    parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference")
-    parser.add_argument("--voc-ap", action="store_true", help="report VOC all-point AP instead of 101-point AP")
-    parser.add_argument("--fp32", action="store_true", help="force plain fp32 NCHW inference (no CPU bf16/"
-                        "channels_last fast path); also env YOLOV5_FP32=1")
+    """Parse val.py's command line (upstream's flags plus ``--voc-ap`` and ``--fp32``)."""
+    parser = argparse.ArgumentParser(description="Measure a detection model's precision, recall and mAP on a "
+                                                 "dataset split")
+    parser.add_argument("--data", type=str, default=ROOT / "data/coco128.yaml",
+                        help="data YAML naming the splits and classes")
+    parser.add_argument("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt",
+                        help="one or more weight files (.pt, .torchscript, .onnx)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per validation batch")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640,
+                        help="long side of the network input, in pixels")
+    parser.add_argument("--conf-thres", type=float, default=0.001,
+                        help="drop detections scoring below this before NMS")
+    parser.add_argument("--iou-thres", type=float, default=0.6, help="overlap above which NMS suppresses a box")
+    parser.add_argument("--max-det", type=int, default=300, help="keep at most this many detections per image")
+    parser.add_argument("--task", default="val",
+                        help="split to score (train, val, test), or speed / study for timing sweeps")
+    parser.add_argument("--device", default="", help="where to run: a CUDA index such as 0 or 0,1, or cpu")
+    parser.add_argument("--workers", type=int, default=8, help="upper bound on dataloader worker processes")
+    parser.add_argument("--single-cls", action="store_true", help="score every class as one class")
+    parser.add_argument("--augment", action="store_true", help="test-time augmentation (flips and rescales)")
+    parser.add_argument("--verbose", action="store_true", help="print one results row per class")
+    parser.add_argument("--save-txt", action="store_true", help="write each image's detections as a label file")
+    parser.add_argument("--save-hybrid", action="store_true",
+                        help="write label files that merge ground truth into the detections")
+    parser.add_argument("--save-conf", action="store_true", help="append the confidence to each --save-txt row")
+    parser.add_argument("--save-json", action="store_true", help="write the detections as COCO results JSON")
+    parser.add_argument("--project", default=ROOT / "runs/val", help="parent folder of the run folder")
+    parser.add_argument("--name", default="exp", help="run folder name inside --project")
+    parser.add_argument("--exist-ok", action="store_true", help="reuse an existing run folder instead of a new one")
+    parser.add_argument("--half", action="store_true", help="fp16 weights and inputs (honoured on CUDA only)")
+    parser.add_argument("--dnn", action="store_true", help="run .onnx files through OpenCV's DNN module")
+    parser.add_argument("--voc-ap", action="store_true",
+                        help="mAP50 column as PASCAL VOC all-point AP rather than 101-point AP")
+    parser.add_argument("--fp32", action="store_true", help="plain fp32 NCHW inference without the CPU bf16 / "
+                        "channels_last path (same as env YOLOV5_FP32=1)")
     opt = parser.parse_args(argv)
     opt.data = check_yaml(opt.data)
     opt.save_json |= str(opt.data).endswith("coco.yaml")

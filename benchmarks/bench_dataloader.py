@@ -1,6 +1,6 @@
 """Benchmark the augmented (mosaic) training loader: images/s through ``create_dataloader``.
 
-Setting (issue 3): 256 JPEGs of about 320x400 px with ~5 boxes each, generated in a temp folder; hyp.scratch-low;
+Setting: 256 JPEGs of about 320x400 px with ~5 boxes each, generated in a temp folder; hyp.scratch-low;
 batch 16; 2 workers; 640 px (plus 320 px and ``--cache ram``). ``--reference`` also times the canvas mosaic path
 (resize, paste on a 2s canvas, warp), i.e. without the direct single-warp optimisation. ``--profile`` prints a
 cProfile of the per-sample path in this process.
@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 
 from utils.data import mosaic  # noqa: E402
 from utils.data.loaders import create_dataloader  # noqa: E402
-from utils.files import yaml_load  # noqa: E402
 from utils.data.shapes import SHAPE_NAMES, draw_background, draw_shape, shape_polygons  # noqa: E402
+from utils.files import yaml_load  # noqa: E402
 
 
 def make_images(folder: Path, count: int = 256, seed: int = 0) -> Path:

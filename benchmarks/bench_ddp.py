@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 import yaml
 
 from utils.data.builtin import generate_shapes_dataset
-from utils.plotting.results import read_csv_table
 from utils.data.shapes import SHAPE_NAMES
+from utils.plotting.results import read_csv_table
 
 
 def make_data(folder: Path, images: int) -> str:

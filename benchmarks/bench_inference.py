@@ -39,8 +39,9 @@ import torch
 import export
 from models.backends import DetectMultiBackend
 from models.yolo import Model
-from utils.data.augment import letterbox
 from utils.checkpoint import make_checkpoint, save_checkpoint
+from utils.data.augment import letterbox
+from utils.inference import to_input_tensor
 from utils.logging import LOGGER
 from utils.nms import non_max_suppression
 
@@ -88,8 +89,7 @@ def load_backends(weights: Path, imgsz: int, threads: int) -> dict[str, DetectMu
 
 def preprocess(im0: np.ndarray, imgsz: int) -> torch.Tensor:
     im = letterbox(im0, imgsz, stride=32, auto=False)[0]
-    im = np.ascontiguousarray(im.transpose((2, 0, 1))[::-1])
-    return torch.from_numpy(im).float()[None] / 255
+    return to_input_tensor(np.ascontiguousarray(im.transpose((2, 0, 1))[::-1]), "cpu")
 
 
 def time_backend(model: DetectMultiBackend, images: list[np.ndarray], imgsz: int, runs: int) -> dict[str, list]:

@@ -84,8 +84,8 @@ def write_subset_data(data: str, train_images: int, val_images: int, folder: Pat
     """Return a dataset YAML path whose splits are the first N images of ``data``'s (``data`` itself if N = 0)."""
     if not (train_images or val_images):
         return data
-    from utils.data.loaders import IMG_FORMATS
     from utils.data.dataset_yaml import check_dataset
+    from utils.data.loaders import IMG_FORMATS
 
     info = check_dataset(data)
     subset = {"path": str(info["path"]), "names": info["names"]}
@@ -126,7 +126,7 @@ def evaluate(weights: Path, data: str, opt: argparse.Namespace) -> dict[str, flo
 
 def speed(weights: Path, imgsz: int, runs: int) -> tuple[int, float]:
     """Return (parameters, images per second) of the fused checkpoint at batch 1 (NMS excluded)."""
-    from utils.checkpoint import load_model
+    from models.loading import load_model
 
     params = sum(p.numel() for p in load_model(weights, fuse=False).parameters())
     model = load_model(weights, fuse=True)

@@ -1,6 +1,6 @@
 """Benchmark ComputeLoss (target assignment + CIoU/BCE terms) and its backward pass.
 
-Setting (issue 4): yolov5n head outputs at 320 px, batch 16, 10 classes, ~6 targets per image (96 targets),
+Setting: yolov5n head outputs at 320 px, batch 16, 10 classes, ~6 targets per image (96 targets),
 hyp.scratch-low gains. Prints ms per call for ``build_targets`` alone, the loss forward, and forward + backward
 through the head outputs (not the network), so the loss's share of a training step can be read off.
 

@@ -5,7 +5,7 @@ Inference (fused, eval, ``inference_mode``): yolov5n@320 and yolov5s@640 at batc
 * fp32 NCHW (the reference), fp32 channels_last,
 * bf16 autocast + channels_last (plain autocast, what ``torch.autocast`` alone gives),
 * the CPU fast path as shipped (``utils.precision`` policy: bf16 autocast + channels_last + packed bf16 conv
-  kernels with fused activation, ``models/cpu_fast.py``; marked *emulated* where the CPU has no native bf16, which
+  kernels with fused activation, ``utils/cpu_fast.py``; marked *emulated* where the CPU has no native bf16, which
   the policy then never picks),
 * ONNX Runtime fp32 (``torch.onnx.export``, TorchScript exporter, opset 17, CPU provider, ``--threads`` threads).
 
@@ -25,7 +25,7 @@ the shared machine hit each of them alike. Weights are random, with BatchNorm st
 batch (an untouched init underflows to denormals, unrepresentatively slow in fp32). ``--stat``: median wall time
 (default), minimum wall time, or median process CPU time (both threads summed; run with ``OMP_WAIT_POLICY=PASSIVE``).
 
-Targets (issue 10): yolov5s@640 batch-1 inference <= 0.35x of upstream fp32; yolov5n@320 batch-16 training step
+Targets: yolov5s@640 batch-1 inference <= 0.35x of upstream fp32; yolov5n@320 batch-16 training step
 <= 0.5x of upstream fp32.
 
 Usage: ``python benchmarks/bench_precision.py [--threads 2] [--runs 10] [--warmup 3] [--quick] [--skip-train]
@@ -56,16 +56,16 @@ if str(ROOT) not in sys.path:
 import torch
 import torch.nn as nn
 
+from engine.train_options import DEFAULT_HYP, load_hyp
 from models.yolo import Model
 from utils.logging import LOGGER
 from utils.loss import ComputeLoss
 from utils.optim import smart_optimizer
 from utils.precision import PrecisionPolicy, cpu_has_native_bf16
-from engine.train_options import DEFAULT_HYP, load_hyp
 
 CASES = {"n320": ("yolov5n", 320), "s640": ("yolov5s", 640)}
-ISSUE_INFER_MS = {("s640", 1): 175.0}  # upstream fp32 NCHW on this machine kind, as the issue measured it
-ISSUE_TRAIN_S = {"n320": 0.73}
+REFERENCE_INFER_MS = {("s640", 1): 175.0}  # upstream fp32 NCHW, a reference measurement on this machine kind
+REFERENCE_TRAIN_S = {"n320": 0.73}
 TARGET_RATIO = {"infer": 0.35, "train": 0.5}
 FP32 = PrecisionPolicy("cpu", None, False, "reference")
 FP32_CL = PrecisionPolicy("cpu", None, True, "memory format only")
@@ -405,12 +405,12 @@ def main() -> None:
     tables = []
     if not args.skip_infer:
         rows = inference_rows(args, upstream)
-        table = markdown_table(rows, "ms", 1000, lambda r: ISSUE_INFER_MS.get((r["case"], r["batch"]), 0) / 1000,
+        table = markdown_table(rows, "ms", 1000, lambda r: REFERENCE_INFER_MS.get((r["case"], r["batch"]), 0) / 1000,
                                TARGET_RATIO["infer"])
         tables.append(f"Inference latency per batch ({args.stat}; fused, eval; ratio to our fp32 NCHW):\n\n{table}")
     if not args.skip_train:
         rows = training_rows(args, upstream)
-        table = markdown_table(rows, "s", 1, lambda r: ISSUE_TRAIN_S.get(r["case"]) if r["batch"] == 16 else None,
+        table = markdown_table(rows, "s", 1, lambda r: REFERENCE_TRAIN_S.get(r["case"]) if r["batch"] == 16 else None,
                                TARGET_RATIO["train"])
         tables.append(f"Training step, batch {args.train_batch} ({args.stat}; fwd + loss + bwd + SGD):\n\n{table}")
     print(f"\nmachine at the end: {machine_line(args.threads)}\n")

@@ -46,14 +46,14 @@ import torch
 
 import train
 import val
+from engine.train_options import DEFAULT_DATA
+from models.loading import load_model
 from utils.data.augment import letterbox
-from utils.checkpoint import load_model
 from utils.data.dataset_yaml import check_dataset
 from utils.logging import LOGGER
 from utils.metrics import box_iou
 from utils.nms import non_max_suppression
 from utils.precision import cpu_has_native_bf16, float_outputs, select_precision
-from engine.train_options import DEFAULT_DATA
 
 MAP50_TOLERANCE = 0.01
 MODES = ("fp32", "fast")

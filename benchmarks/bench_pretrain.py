@@ -116,8 +116,8 @@ def upstream_backbone(args: argparse.Namespace) -> Path | None:
 def detection_run(args: argparse.Namespace, data: str, backbone: Path | None, name: str) -> dict:
     """Train the detector (scratch when ``backbone`` is None); returns timings and metrics from results.csv."""
     import train
-    from utils.callbacks import Callbacks
     from engine.train_options import TrainOptions
+    from utils.callbacks import Callbacks
 
     kwargs = dict(cfg=args.cfg, data=data, epochs=args.det_epochs, imgsz=args.imgsz, batch_size=args.batch_size,
                   workers=args.workers, project=args.project, name=f"det_{name}", exist_ok=True, noplots=True,

@@ -20,11 +20,11 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
+from engine.train_options import DEFAULT_DATA, TrainOptions, load_hyp, prepare_new_run
 from models.yolo import Model
 from utils.loss import ComputeLoss
 from utils.optim import smart_optimizer
 from utils.precision import select_precision
-from engine.train_options import DEFAULT_DATA, TrainOptions, load_hyp, prepare_new_run
 
 STEP_TARGET_S, EPOCH_RATIO_TARGET = 0.94, 1.3
 

@@ -1,6 +1,6 @@
-"""Benchmark validation (``engine.validator.run``) with the upstream-trained yolov5n fixture at conf 0.001.
+"""Benchmark validation (``Validator.from_weights``) with the upstream-trained yolov5n fixture at conf 0.001.
 
-Setting (issue 4): 64 synthetic JPEGs (~400x300 px, 4 filled shapes each, 10 classes) in a temp folder, 320 px,
+Setting: 64 synthetic JPEGs (~400x300 px, 4 filled shapes each, 10 classes) in a temp folder, 320 px,
 batch 32, rect batches, CPU. Prints the per-image pre-process / inference / NMS times reported by the validator,
 the wall time, and the slowest NMS batch next to upstream's NMS time limit (0.5 + 0.05 * batch s), which upstream
 would hit and silently truncate results at; ours has no limit.
@@ -14,6 +14,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +27,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 import engine.validator as validator  # noqa: E402
+from engine.val_options import ValOptions  # noqa: E402
 
 WEIGHTS = Path("/work/shared/fixtures/upstream/yolov5n-trained.pt")
 
@@ -73,12 +75,12 @@ def main() -> None:
     validator.non_max_suppression = timed_nms
     with tempfile.TemporaryDirectory() as tmp:
         data = make_dataset(Path(tmp) / "data", args.images)
-        run_kwargs = dict(weights=WEIGHTS, batch_size=args.batch, imgsz=args.imgsz, workers=0, plots=False,
-                          project=Path(tmp) / "runs", device="cpu")
-        validator.run(data, **{**run_kwargs, "name": "warmup"})
+        options = ValOptions(batch_size=args.batch, imgsz=args.imgsz, workers=0, plots=False,
+                             project=Path(tmp) / "runs", device="cpu")
+        validator.Validator.from_weights(WEIGHTS, replace(options, name="warmup"), data=data)()
         nms_times.clear()
         t0 = time.perf_counter()
-        results, _, speeds = validator.run(data, **run_kwargs)
+        results, _, speeds = validator.Validator.from_weights(WEIGHTS, options, data=data)()
         wall = time.perf_counter() - t0
     print(f"\ntorch {torch.__version__}, threads {torch.get_num_threads()}, {args.images} images, {args.imgsz} px, "
           f"batch {args.batch}, weights {WEIGHTS.name}")

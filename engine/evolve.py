@@ -1,4 +1,4 @@
-"""Hyperparameter evolution (``train.py --evolve N``), upstream v7.0 style.
+"""Hyperparameter evolution (``train.py --evolve N``) with upstream's selection and mutation rules.
 
 Each generation picks a parent among the 5 fittest rows of ``evolve.csv`` (chance proportional to fitness), mutates
 every hyperparameter by a random factor ``(gain * [u < 0.8] * randn * random() * 0.2 + 1)`` clipped to [0.3, 3],
@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import yaml
 
+from engine.train_options import TrainError, TrainOptions, load_hyp
 from utils.callbacks import Callbacks
 from utils.files import atomic_write_bytes
 from utils.logging import LOGGER, colorstr
 from utils.metrics import fitness
 from utils.plotting.results import format_csv_header, format_csv_row, plot_evolve, read_csv_table
-from engine.train_options import TrainError, TrainOptions, load_hyp
 
 PREFIX = colorstr("evolve: ")
 RESULT_KEYS = ("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",

@@ -1,17 +1,11 @@
-"""The autoencoder pretraining loop (used by ``python -m extensions.pretrain``).
+"""The autoencoder pretraining loop (``python -m extensions.pretrain``): a :class:`engine.loop.TrainingLoop` with one
+optimizer step per batch and no clipping.
 
-Per step: uint8 batch -> float [0, 1] -> (flip for unlabeled sources) -> box mask -> pretext input/target ->
-forward under the precision policy's autocast -> box-masked weighted MSE in fp32 -> (scaled) backward -> optimizer
-step -> optional EMA update. Per epoch: validation loss on the ``val:`` split (the training loss when there is
-none), ``results.csv``, a reconstruction grid ``recon_epoch{N}.png``, then ``weights/last.pt`` and, when the loss
-improved, ``weights/best.pt`` (both written atomically, so a crash leaves the previous epoch's file intact).
-
-Callbacks use upstream's hook names so train.py's loggers can be registered: ``on_pretrain_routine_start``,
-``on_pretrain_routine_end(labels, names)``, ``on_train_start``, ``on_train_epoch_start``,
-``on_train_batch_start``, ``on_train_batch_end(model, ni, imgs, targets, paths, vals=[loss])``,
-``on_train_epoch_end(epoch=)``, ``on_fit_epoch_end(vals, epoch, best_fitness, fi)`` with ``vals`` in
-:data:`extensions.autoencoder.plots.RESULTS_KEYS` order and fitness = -loss, ``on_model_save(last, epoch,
-final_epoch, best_fitness, fi)``, ``on_train_end(last, best, epoch, results)``.
+Per step: uint8 batch -> [0, 1] -> (flip for unlabeled sources) -> box mask -> pretext input/target -> forward under
+the precision policy's autocast -> box-masked weighted MSE in fp32. Per epoch: validation loss on the ``val:`` split
+(else the training loss), ``results.csv``, ``recon_epoch{N}.png``, ``weights/last.pt`` and, when the loss improved,
+``best.pt``. Callbacks use upstream's hook names and arguments (so train.py's loggers work), with ``vals`` in
+:data:`extensions.autoencoder.plots.RESULTS_KEYS` order, ``on_train_batch_end(..., vals=[loss])`` and fitness = -loss.
 """
 
 from __future__ import annotations
@@ -19,13 +13,16 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from engine.environment import init_seeds
+from engine.loop import TQDM_BAR_FORMAT, LoopState, TrainingLoop
 from extensions.autoencoder.data import build_pretrain_data, random_fliplr
 from extensions.autoencoder.export import (
     init_encoder_from,
@@ -43,15 +40,7 @@ from extensions.autoencoder.plots import (
     truncate_results,
 )
 from utils.callbacks import Callbacks
-from utils.dist import (
-    broadcast_from_main,
-    get_local_rank,
-    get_rank,
-    get_world_size,
-    init_distributed,
-    is_main_process,
-    wrap_ddp,
-)
+from utils.dist import get_local_rank, get_rank, init_distributed, wrap_ddp
 from utils.ema import ModelEMA
 from utils.loggers import Loggers
 from utils.logging import LOGGER, colorstr
@@ -59,9 +48,7 @@ from utils.ops import check_img_size
 from utils.optim import one_cycle, smart_optimizer
 from utils.precision import select_precision
 from utils.torch_utils import de_parallel, select_device
-from engine.train_setup import init_seeds
 
-BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 MOMENTUM = {"sgd": 0.937, "adam": 0.9, "adamw": 0.9}  # SGD momentum / Adam beta1 (the original: Adam(0.9, 0.999))
 PRETRAIN_HYP_KEYS = ("lr", "lrf", "weight_decay", "optimizer", "mask_p", "pretext", "skips", "ema", "batch_size",
                      "imgsz")  # logged to Comet as the run's hyperparameters
@@ -79,57 +66,76 @@ def register_pretrain_loggers(opt: argparse.Namespace, callbacks: Callbacks) -> 
                    job_type="Pretraining").register(callbacks)
 
 
-class PretrainTrainer:
-    """Train an :class:`Autoencoder` with the options of ``extensions.pretrain`` (``opt`` namespace, ``save_dir``
-    set; ``resume`` is False or the path of a ``last.pt`` to continue).
+@dataclass
+class PretrainState(LoopState):
+    """The loop state with fitness = -loss (``best_fitness`` starts at -inf) and ``loss_total``, the sum of this
+    epoch's batch losses."""
 
-    Attributes:
-        model, ema (or None), optimizer, scheduler, data (:class:`PretrainData`), start_epoch, best_loss,
-        last, best (checkpoint paths), csv (results.csv path).
-    """
+    best_fitness: float = -math.inf
+    loss_total: float = 0.0
+
+
+class PretrainTrainer(TrainingLoop):
+    """Train an :class:`Autoencoder` with the options of ``extensions.pretrain`` (``save_dir`` set; ``resume`` False
+    or a ``last.pt`` to continue). Setup runs in the constructor; ``data`` is the :class:`PretrainData`."""
+
+    divergence_hint = "lower --lr or use --fp32"
+    resume_command = "python -m extensions.pretrain --resume"
 
     def __init__(self, opt: argparse.Namespace, callbacks: Callbacks | None = None):
-        self.opt, self.callbacks = opt, callbacks or Callbacks()
-        self.save_dir = Path(opt.save_dir)
-        self.last, self.best = self.save_dir / "weights" / "last.pt", self.save_dir / "weights" / "best.pt"
+        super().__init__(PretrainState(), opt.save_dir, callbacks)
+        self.opt = opt
         self.csv = self.save_dir / "results.csv"
-        self.is_main, self.world_size = is_main_process(), get_world_size()
+        self.data: Any = None  # extensions.autoencoder.data.PretrainData
+        self.imgsz = 0
+        self.preview: tuple[torch.Tensor, torch.Tensor] | None = None  # fixed images of the reconstruction grid
         self.loggers = register_pretrain_loggers(opt, self.callbacks) if self.is_main else None
         try:
-            self._setup()
+            self.setup()
         except BaseException:
             self.callbacks.run("teardown")  # end a Comet experiment / TensorBoard writer started above
             raise
 
-    def _setup(self) -> None:
+    @property
+    def best_loss(self) -> float:
+        """Lowest epoch loss so far (validation loss, or training loss without a val split); inf before any."""
+        return -self.state.best_fitness
+
+    def setup(self) -> None:
         """Seeds, device (DDP: this rank's), precision, model, data, optimizer, resume state, DDP wrapper."""
-        opt = self.opt
+        opt, state = self.opt, self.state
         self.callbacks.run("on_pretrain_routine_start")
         init_seeds(opt.seed + max(get_rank(), 0))
         self.device = select_device(opt.device, batch_size=opt.batch_size)
         if get_local_rank() != -1:
             self.device = init_distributed(self.device)  # joins the group pretrain.main started (or starts it)
         self.policy = select_precision(self.device, force_fp32=opt.fp32)
-        self.resume_ckpt = load_pretrain_checkpoint(opt.resume) if opt.resume else None
-        self._setup_model()
+        resume_ckpt = load_pretrain_checkpoint(opt.resume) if opt.resume else None
+        self._setup_model(resume_ckpt)
         self.imgsz = check_img_size(opt.imgsz, self.model.stride, floor=self.model.stride)
         self.data = build_pretrain_data(opt.data, self.imgsz, opt.batch_size // self.world_size, self.model.stride,
                                         opt.workers, opt.cache, rank=get_local_rank(), val=self.is_main)
+        self.train_loader, self.nb = self.data.train_loader, len(self.data.train_loader)
         self.preview = self._preview_batch()
-        self._setup_optimizer()
-        self.start_epoch, self.best_loss = 0, math.inf
-        if self.resume_ckpt is not None:
-            self._restore_state(self.resume_ckpt)
+        momentum = MOMENTUM.get(opt.optimizer.lower(), 0.9)
+        self.optimizer = smart_optimizer(self.model, opt.optimizer, opt.lr, momentum, decay=opt.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, one_cycle(1.0, opt.lrf, opt.epochs))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.policy.autocast_dtype == torch.float16)
+        state.epochs = opt.epochs
+        if resume_ckpt is not None:
+            self._restore_state(resume_ckpt)
+        state.epoch = state.start_epoch - 1
         if get_local_rank() != -1 and torch.distributed.is_initialized():
             self.model = wrap_ddp(self.model, self.device)
         labels = [x for x in self.data.train_dataset.labels if len(x)]
         self.callbacks.run("on_pretrain_routine_end", np.concatenate(labels, 0) if labels else np.zeros((0, 5)), {})
+        self.ready = True
 
-    def _setup_model(self) -> None:
+    def _setup_model(self, resume_ckpt: dict | None) -> None:
         opt = self.opt
         self.model = Autoencoder(opt.cfg, skips=opt.skips)
-        if self.resume_ckpt is not None:
-            self.model.load_state_dict(self.resume_ckpt["autoencoder"])
+        if resume_ckpt is not None:
+            self.model.load_state_dict(resume_ckpt["autoencoder"])
         elif opt.weights:
             init_encoder_from(opt.weights, self.model)
         self.model = self.policy.prepare_model(self.model.to(self.device))
@@ -138,13 +144,6 @@ class PretrainTrainer:
         cfg_name = opt.cfg if isinstance(opt.cfg, str) else "checkpoint YAML"
         LOGGER.info(f"{colorstr('autoencoder:')} {cfg_name} backbone ({self.model.backbone_layers} rows) + decoder, "
                     f"{n_params / 1e6:.2f}M parameters, stride {self.model.stride}, skips={self.model.skips}")
-
-    def _setup_optimizer(self) -> None:
-        opt = self.opt
-        momentum = MOMENTUM.get(opt.optimizer.lower(), 0.9)
-        self.optimizer = smart_optimizer(self.model, opt.optimizer, opt.lr, momentum, decay=opt.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, one_cycle(1.0, opt.lrf, opt.epochs))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.policy.autocast_dtype == torch.float16)
 
     def _restore_state(self, ckpt: dict) -> None:
         """Continue a run: optimizer, EMA, best loss and epoch from ``ckpt``; drop re-trained results.csv rows."""
@@ -155,13 +154,14 @@ class PretrainTrainer:
         if self.ema is not None and ckpt.get("autoencoder_ema") is not None:
             self.ema.ema.load_state_dict(ckpt["autoencoder_ema"])
             self.ema.updates = int(ckpt.get("ema_updates", 0))
-        self.start_epoch, self.best_loss = int(ckpt["epoch"]) + 1, float(ckpt["best_loss"])
-        factor = self.scheduler.lr_lambdas[0](self.start_epoch)
+        start_epoch = self.state.start_epoch = int(ckpt["epoch"]) + 1
+        self.state.best_fitness = -float(ckpt["best_loss"])
+        factor = self.scheduler.lr_lambdas[0](start_epoch)
         for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
             group["lr"] = base_lr * factor
-        self.scheduler.last_epoch = self.start_epoch
-        truncate_results(self.csv, self.start_epoch)
-        LOGGER.info(f"Resuming pretraining from {self.opt.resume} at epoch {self.start_epoch} of {self.opt.epochs}")
+        self.scheduler.last_epoch = start_epoch
+        truncate_results(self.csv, start_epoch)
+        LOGGER.info(f"Resuming pretraining from {self.opt.resume} at epoch {start_epoch} of {self.opt.epochs}")
 
     def _preview_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Fixed images for the per-epoch reconstruction grid: the first val images, else the first train ones."""
@@ -170,24 +170,12 @@ class PretrainTrainer:
         batch = dataset.collate_fn([dataset[i] for i in range(min(4, len(dataset)))])
         return batch[0], batch[1]
 
-    def train(self) -> dict:
-        """Run epochs ``start_epoch .. epochs-1``; returns ``{'last', 'best', 'best_loss', 'epoch'}``."""
-        opt, epoch = self.opt, self.start_epoch - 1
-        self.callbacks.run("on_train_start")
+    def log_start(self) -> None:
+        """Log the image size, workers, pretext, the run folder and the epoch count."""
+        opt = self.opt
         LOGGER.info(f"Image size {self.imgsz}, {self.data.train_loader.num_workers} dataloader workers, pretext "
                     f"'{opt.pretext}', mask p={opt.mask_p}\nLogging results to {colorstr('bold', self.save_dir)}\n"
                     f"Starting pretraining for {opt.epochs} epochs...")
-        t0 = time.time()
-        try:
-            for epoch in range(self.start_epoch, opt.epochs):
-                train_loss, lr = self.train_one_epoch(epoch)
-                if self.is_main:
-                    self.end_epoch(epoch, train_loss, lr)
-                if broadcast_from_main(bool(self.callbacks.stop_training)):  # all DDP ranks stop together
-                    break
-            return self.finish(epoch, time.time() - t0)
-        finally:
-            self.callbacks.run("teardown")
 
     def _step_inputs(self, images: torch.Tensor, targets: torch.Tensor,
                      flip_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -207,41 +195,25 @@ class PretrainTrainer:
             reconstruction = model(self.policy.prepare_input(inputs))
         return masked_mse(reconstruction.float(), target, weights), reconstruction
 
-    def train_one_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training batches; returns (mean loss, learning rate used)."""
-        self.callbacks.run("on_train_epoch_start")
-        self.model.train()
-        loader, nb = self.data.train_loader, len(self.data.train_loader)
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        lr = self.optimizer.param_groups[0]["lr"]
-        progress = tqdm(enumerate(loader), total=nb, bar_format=BAR_FORMAT, disable=not self.is_main)
-        total = 0.0
-        for i, (images, targets, paths, _) in progress:
-            self.callbacks.run("on_train_batch_start")
-            inputs, target, weights, _ = self._step_inputs(images, targets, self.data.batch_flip_p)
-            loss, _ = self._loss(self.model, inputs, target, weights)
-            self._check_finite(loss, paths)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.update(self.model)
-            batch_loss = loss.item()
-            total += batch_loss
-            progress.set_description(f"{epoch}/{self.opt.epochs - 1} loss {total / (i + 1):.4g}")
-            if self.is_main:
-                self.callbacks.run("on_train_batch_end", self.model, i + nb * epoch, images, targets, paths,
-                                   [batch_loss])
-        self.scheduler.step()
-        self.callbacks.run("on_train_epoch_end", epoch=epoch)
-        return total / max(nb, 1), lr
+    def before_epoch(self, epoch: int) -> None:
+        """Start this epoch's loss sum."""
+        self.state.loss_total = 0.0
 
-    def _check_finite(self, loss: torch.Tensor, paths: Any) -> None:
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite pretraining loss ({loss.item()}) on batch with {paths[0]} ...: lower "
-                               f"--lr or use --fp32")
+    def forward_loss(self, i: int, epoch: int, batch: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pretext input/target of the batch, reconstruction and masked MSE; the input is the uint8 batch."""
+        inputs, target, weights, _ = self._step_inputs(batch[0], batch[1], self.data.batch_flip_p)
+        loss, _ = self._loss(self.model, inputs, target, weights)
+        return loss, loss.detach().view(1), batch[0]
+
+    def end_batch(self, i: int, epoch: int, batch: Sequence, inputs: torch.Tensor, loss_items: torch.Tensor,
+                  progress: Any) -> None:
+        """Add the batch loss to the epoch sum, show the mean, main process: ``on_train_batch_end(vals=[loss])``."""
+        batch_loss = loss_items.item()
+        self.state.loss_total += batch_loss
+        progress.set_description(f"{epoch}/{self.opt.epochs - 1} loss {self.state.loss_total / (i + 1):.4g}")
+        if self.is_main:
+            self.callbacks.run("on_train_batch_end", self.model, self.state.step, inputs, batch[1], batch[2],
+                               [batch_loss])
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -250,7 +222,7 @@ class PretrainTrainer:
             return float("nan")
         model = self._eval_model()
         total, count = 0.0, 0
-        for images, targets, _, _ in tqdm(self.data.val_loader, desc="val", bar_format=BAR_FORMAT):
+        for images, targets, _, _ in tqdm(self.data.val_loader, desc="val", bar_format=TQDM_BAR_FORMAT):
             inputs, target, weights, _ = self._step_inputs(images, targets, 0.0)
             total += self._loss(model, inputs, target, weights)[0].item() * images.shape[0]
             count += images.shape[0]
@@ -268,32 +240,32 @@ class PretrainTrainer:
         shown_target = target if self.opt.pretext == "boxes" else None
         return save_reconstruction_grid(file, inputs, reconstruction, mask, shown_target)
 
-    def end_epoch(self, epoch: int, train_loss: float, lr: float) -> None:
-        """Validate, log, plot the preview grid and save ``last.pt`` / ``best.pt``."""
+    def evaluate(self, epoch: int) -> None:
+        """Validate, log ``results.csv``, plot the preview grid and save ``last.pt`` / ``best.pt``."""
+        state = self.state
+        train_loss, lr = state.loss_total / max(self.nb, 1), state.lr[0]
         val_loss = self.validate()
         loss = val_loss if math.isfinite(val_loss) else train_loss
         improved = loss < self.best_loss
-        self.best_loss = min(self.best_loss, loss)
+        state.fitness, state.best_fitness = -loss, -min(self.best_loss, loss)
         append_results(self.csv, epoch, [train_loss, val_loss, lr])
         if not self.opt.noplots:
             self.save_preview(self.save_dir / f"recon_epoch{epoch}.png")
         self.model.train()
-        self.callbacks.run("on_fit_epoch_end", [train_loss, val_loss, lr], epoch, -self.best_loss, -loss)
+        self.callbacks.run("on_fit_epoch_end", [train_loss, val_loss, lr], epoch, state.best_fitness, state.fitness)
         ckpt = make_pretrain_checkpoint(de_parallel(self.model), epoch, self.best_loss, self.optimizer, self.ema,
                                         vars(self.opt))
-        save_pretrain_checkpoint(ckpt, self.last)
-        if improved:
-            save_pretrain_checkpoint(ckpt, self.best)
-        final = epoch + 1 == self.opt.epochs
-        self.callbacks.run("on_model_save", self.last, epoch, final, -self.best_loss, -loss)
+        self.save_epoch(ckpt, epoch, epoch + 1 == self.opt.epochs, improved)
         LOGGER.info(f"epoch {epoch}: train loss {train_loss:.5g}, val loss {val_loss:.5g}, best {self.best_loss:.5g}")
 
-    def finish(self, epoch: int, seconds: float) -> dict:
-        """Strip the optimizer from last/best, plot the losses, export the backbone if asked, ``on_train_end``.
-
-        Other DDP ranks only return the result (rank 0 writes every file)."""
+    def finish(self) -> dict:
+        """Strip the optimizer from last/best, plot the losses, export the backbone if asked, ``on_train_end``;
+        returns ``{'last', 'best', 'best_loss', 'epoch'}``. Other DDP ranks only return the result (rank 0 writes
+        every file)."""
+        epoch = self.state.epoch
+        result = {"last": self.last, "best": self.best, "best_loss": self.best_loss, "epoch": epoch}
         if not self.is_main:
-            return {"last": self.last, "best": self.best, "best_loss": self.best_loss, "epoch": epoch}
+            return result
         for file in (self.last, self.best):
             if file.is_file():
                 ckpt = load_pretrain_checkpoint(file)
@@ -304,9 +276,10 @@ class PretrainTrainer:
         if self.opt.save_backbone and self.best.is_file():
             from extensions.autoencoder.export import export_backbone
 
-            export_backbone(self.best, self.save_dir / "weights" / "backbone.pt")
-        LOGGER.info(f"{epoch - self.start_epoch + 1} epochs completed in {seconds / 3600:.3f} hours.\n"
+            export_backbone(self.best, self.weights_dir / "backbone.pt")
+        hours = (time.time() - self.t0) / 3600
+        LOGGER.info(f"{epoch - self.state.start_epoch + 1} epochs completed in {hours:.3f} hours.\n"
                     f"Results saved to {colorstr('bold', self.save_dir)}; backbone weights for "
                     f"`train.py --backbone-weights`: {self.best}")
         self.callbacks.run("on_train_end", self.last, self.best, epoch, [self.best_loss])
-        return {"last": self.last, "best": self.best, "best_loss": self.best_loss, "epoch": epoch}
+        return result

@@ -1,50 +1,54 @@
-"""Validation outputs: the results table, label files, COCO JSON scoring, plot targets and the image-size study."""
+"""Validation outputs: the results table, speed and save lines, label files, COCO JSON scoring, plot targets and the
+image-size study plot. Every writer takes what it writes as arguments."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 
+from engine.val_metrics import ValMetrics
 from utils.boxes import xyxy2xywh
 from utils.coco_eval import find_annotations, image_id_from_path, save_predictions_json, score_with_pycocotools
 from utils.files import atomic_write_bytes
 from utils.logging import LOGGER, colorstr
 
-if TYPE_CHECKING:
-    from engine.validator import Validator
-
 ROW_FORMAT = "%22s" + "%11i" * 2 + "%11.3g" * 4
+TABLE_HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
 
 
-def log_results(v: Validator, metrics: dict[str, Any], speeds: tuple[float, float, float]) -> None:
-    """Log the ``all`` row, per-class rows (``--verbose``, or nc < 50 outside training) and the speed line."""
-    nt = metrics["nt"]
-    if v.opt.voc_ap:
+def log_results(metrics: ValMetrics, seen: int, names: dict[int, str], task: str, per_class: bool,
+                voc_ap: bool = False) -> None:
+    """Log the ``all`` row (``seen`` images) and, when ``per_class``, one row per class in ``metrics.ap_class``.
+
+    Warns when the split has no labels; with ``voc_ap`` first says which AP the mAP columns hold.
+    """
+    nt = metrics.nt
+    if voc_ap:
         LOGGER.info("mAP columns use VOC all-point interpolated AP (--voc-ap)")
-    LOGGER.info(ROW_FORMAT % ("all", v.seen, nt.sum(), metrics["mp"], metrics["mr"], metrics["map50"],
-                              metrics["map"]))
+    LOGGER.info(ROW_FORMAT % ("all", seen, nt.sum(), metrics.mp, metrics.mr, metrics.map50, metrics.map))
     if nt.sum() == 0:
-        LOGGER.warning(f"WARNING ⚠️ no labels found in {v.opt.task} set, can not compute metrics without labels")
-    if (v.opt.verbose or (v.nc < 50 and not v.training)) and v.nc > 1 and len(v.stats):
-        for i, c in enumerate(metrics["ap_class"]):
-            LOGGER.info(ROW_FORMAT % (v.names[int(c)], v.seen, nt[int(c)], metrics["p"][i], metrics["r"][i],
-                                      metrics["ap50"][i], metrics["ap"][i]))
-    if not v.training:
-        shape = (v.opt.batch_size, 3, v.opt.imgsz, v.opt.imgsz)
-        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % speeds)
+        LOGGER.warning(f"WARNING ⚠️ no labels found in {task} set, can not compute metrics without labels")
+    if per_class:
+        for i, c in enumerate(metrics.ap_class):
+            LOGGER.info(ROW_FORMAT % (names[int(c)], seen, nt[int(c)], metrics.p[i], metrics.r[i],
+                                      metrics.ap50[i], metrics.ap[i]))
 
 
-def log_saved(v: Validator) -> None:
-    """Log where a standalone run saved its outputs (and how many label files)."""
-    if v.training:
-        return
+def log_speed(speeds: Sequence[float], shape: tuple[int, int, int, int]) -> None:
+    """Log the pre-process, inference and NMS times (ms per image) for input batches of ``shape`` (b, c, h, w)."""
+    LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}"
+                % tuple(speeds))
+
+
+def log_saved(save_dir: Path, save_txt: bool) -> None:
+    """Log where a run saved its outputs and, with ``save_txt``, how many label files are in ``labels/``."""
     labels = ""
-    if v.opt.save_txt:
-        labels = f"\n{len(list(v.save_dir.glob('labels/*.txt')))} labels saved to {v.save_dir / 'labels'}"
-    LOGGER.info(f"Results saved to {colorstr('bold', v.save_dir)}{labels}")
+    if save_txt:
+        labels = f"\n{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}"
+    LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{labels}")
 
 
 def save_txt_labels(predn: torch.Tensor, save_conf: bool, shape0: Sequence[int], file: Path) -> None:
@@ -69,23 +73,22 @@ def predictions_to_targets(preds: Sequence[torch.Tensor], max_det: int = 300) ->
     return torch.cat(parts, 0) if parts else torch.zeros((0, 7))
 
 
-def finish_json(v: Validator, metrics: dict[str, Any]) -> dict[str, float]:
-    """Write ``<weights_stem>_predictions.json``; score it with pycocotools when annotations exist.
+def finish_json(jdict: list[dict], save_dir: Path, stem: str, data: dict,
+                image_files: Sequence[str] | None = None) -> dict[str, float]:
+    """Write ``<stem>_predictions.json`` to ``save_dir``; score it with pycocotools when annotations exist.
 
-    Returns ``{'map': .., 'map50': ..}`` from pycocotools (replacing ours, as upstream does) or ``{}``.
+    ``image_files`` restricts the scoring to those images (COCO ids from the file stems). Returns
+    ``{'map': .., 'map50': ..}`` from pycocotools (replacing ours, as upstream does) or ``{}``.
     """
-    weights = v.weights[0] if isinstance(v.weights, (list, tuple)) else v.weights
-    stem = Path(weights).stem if weights is not None else ""
-    pred_json = v.save_dir / f"{stem}_predictions.json"
+    pred_json = save_dir / f"{stem}_predictions.json"
     LOGGER.info(f"\nEvaluating pycocotools mAP... saving {pred_json}...")
-    save_predictions_json(v.jdict, pred_json)
-    anno_json = find_annotations(v.data)
+    save_predictions_json(jdict, pred_json)
+    anno_json = find_annotations(data)
     if anno_json is None:
         LOGGER.info("pycocotools unable to run: no COCO annotations JSON found (set 'coco_annotations:' in the "
                     "data YAML, or place it at <path>/annotations/instances_val2017.json)")
         return {}
-    dataset = getattr(v.dataloader, "dataset", None)
-    image_ids = [image_id_from_path(f) for f in dataset.im_files] if v.is_coco and dataset is not None else None
+    image_ids = [image_id_from_path(f) for f in image_files] if image_files is not None else None
     scores = score_with_pycocotools(anno_json, pred_json, image_ids)
     return {"map": scores[0], "map50": scores[1]} if scores else {}
 

@@ -41,6 +41,7 @@ class DarknetResidual(nn.Module):
         self.m = nn.ModuleList(nn.Sequential(DarknetConv(c2, hidden, 1), DarknetConv(hidden, c2, 3)) for _ in range(n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x (b, c2, h, w) after the ``n`` residual units."""
         for unit in self.m:
             x = x + unit(x)
         return x

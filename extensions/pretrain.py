@@ -44,15 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=str, default="",
                    help=f"detection model.yaml whose backbone is pretrained (default: the --weights checkpoint's "
                         f"architecture, else {DEFAULT_CFG})")
-    p.add_argument("--data", type=str, default=DEFAULT_DATA, help="dataset.yaml, or an image folder / .txt list")
+    p.add_argument("--data", type=str, default=DEFAULT_DATA,
+                   help="dataset YAML, an image folder or a .txt list of images")
     p.add_argument("--weights", type=str, default="", help="start the encoder from this detector/backbone file")
-    p.add_argument("--epochs", type=int, default=30, help="total pretraining epochs")
-    p.add_argument("--batch-size", type=int, default=16, help="batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=320, help="image size (pixels)")
-    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="Adam", help="optimizer")
-    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
-    p.add_argument("--lrf", type=float, default=0.1, help="final learning rate fraction (cosine decay)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay of conv weights")
+    p.add_argument("--epochs", type=int, default=30, help="number of passes over the training images")
+    p.add_argument("--batch-size", type=int, default=16, help="images per step, summed over all processes")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=320, help="square input size in pixels")
+    p.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="Adam",
+                   help="optimizer of the autoencoder")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate of the first epoch")
+    p.add_argument("--lrf", type=float, default=0.1,
+                   help="learning rate of the last epoch as a fraction of --lr (cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay applied to conv weights")
     p.add_argument("--mask-p", type=float, default=None,
                    help=f"box prior p: weight 1/p in boxes, 1/(1-p) outside (default {P_SCRATCH}, "
                         f"{P_PRETRAINED} with --weights)")
@@ -61,18 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretext", type=str, choices=PRETEXTS, default="none",
                    help="none: reconstruct the image; blur: from an input with boxes blurred; boxes: boxes only")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights and export it")
-    p.add_argument("--cache", type=str, nargs="?", const="ram", help="image --cache ram/disk")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0 or cpu")
-    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
-    p.add_argument("--project", default=str(DEFAULT_PROJECT), help="save to project/name")
-    p.add_argument("--name", default="exp", help="save to project/name")
-    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--cache", type=str, nargs="?", const="ram", help="keep decoded images in 'ram' or on 'disk'")
+    p.add_argument("--device", default="", help="where to train: a CUDA index such as 0, or cpu")
+    p.add_argument("--workers", type=int, default=8, help="largest number of data-loading processes")
+    p.add_argument("--project", default=str(DEFAULT_PROJECT), help="parent folder of the run folder")
+    p.add_argument("--name", default="exp", help="run folder name inside --project")
+    p.add_argument("--exist-ok", action="store_true",
+                   help="reuse an existing run folder instead of numbering a new one")
     p.add_argument("--resume", nargs="?", const=True, default=False,
-                   help="resume the most recent interrupted run, or the given last.pt")
-    p.add_argument("--fp32", action="store_true", help="plain fp32 (no bf16/fp16 autocast, no channels_last)")
+                   help="continue the newest interrupted run, or the run of the last.pt given")
+    p.add_argument("--fp32", action="store_true", help="train in plain fp32 (no bf16/fp16 autocast, no channels_last)")
     p.add_argument("--save-backbone", action="store_true", help="also write weights/backbone.pt (model.{i}.* only)")
     p.add_argument("--noplots", action="store_true", help="save no reconstruction grids or plots")
-    p.add_argument("--seed", type=int, default=0, help="global seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random generator the run uses")
     return p
 
 

@@ -82,6 +82,7 @@ class FeatureChannels(int):
     strides: tuple[int, ...]
 
     def __new__(cls, levels: Sequence[int], strides: Sequence[int]) -> FeatureChannels:
+        """Return the channel count of the last level as an int that also carries every level's channels and strides."""
         obj = super().__new__(cls, int(levels[-1]))
         obj.levels, obj.strides = tuple(int(c) for c in levels), tuple(int(s) for s in strides)
         return obj
@@ -237,6 +238,7 @@ class TimmBackbone(nn.Module):
             self.load_pretrained(weights)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Return the backbone's feature maps, one per level, for x normalised with the backbone's mean and std."""
         return self.body((x - self.mean) / self.std)
 
     def load_pretrained(self, path: Union[str, Path]) -> int:
@@ -278,6 +280,7 @@ class Index(nn.Module):
         self.index = int(index)
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """Return the ``index``-th tensor of the input list."""
         return x[self.index]
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -215,6 +215,71 @@ def read_weights(path: Union[str, Path]) -> Any:
     return torch_safe_load(path)
 
 
+@dataclass
+class PretrainedSource:
+    """What a ``--weights`` file provides: its checkpoint dict, its model (if pickled) and a float32 state dict."""
+
+    checkpoint: dict
+    model: nn.Module | None
+    state_dict: dict
+
+
+def _float_tensors(state: Mapping[str, Any]) -> dict:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def read_pretrained(weights: Union[str, Path]) -> PretrainedSource:
+    """Read a ``--weights`` file with :func:`read_weights`: a checkpoint (pickled model) or a plain state dict.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file holds neither a model nor a state dict (the message lists its keys).
+    """
+    ckpt = read_weights(weights)
+    if isinstance(ckpt, nn.Module):
+        ckpt = {"model": ckpt}
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{weights}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    model = ckpt.get("model")
+    if isinstance(model, nn.Module):
+        return PretrainedSource(ckpt, model, _float_tensors(model.state_dict()))
+    tensors = _float_tensors(ckpt.get("state_dict", ckpt))
+    if not tensors:
+        raise ValueError(f"{weights}: no model or state dict found (keys: {', '.join(map(str, list(ckpt)[:8]))})")
+    return PretrainedSource(ckpt, None, tensors)
+
+
+def pretrained_model_yaml(source: PretrainedSource, weights: Any) -> Any:
+    """Return the architecture (``model.yaml`` dict) stored in a pickled checkpoint.
+
+    Raises:
+        ValueError: the weights are a plain state dict, so ``--cfg`` is needed to know the architecture.
+    """
+    if source.model is None or not hasattr(source.model, "yaml"):
+        raise ValueError(f"--weights {weights} holds a plain state dict without an architecture; also pass "
+                         f"--cfg (e.g. --cfg yolov5n.yaml)")
+    return source.model.yaml
+
+
+def intersect_dicts(source: dict, target: dict, exclude: Sequence[str] = ()) -> dict:
+    """Return the entries of ``source`` whose key exists in ``target`` with the same shape, minus ``exclude``.
+
+    A key is excluded when any string of ``exclude`` is a substring of it (e.g. ``'anchor'``).
+    """
+    return {k: v for k, v in source.items()
+            if k in target and not any(x in k for x in exclude) and v.shape == target[k].shape}
+
+
+def transfer_weights(model: nn.Module, state_dict: dict, exclude: Sequence[str] = (), source: str = "") -> int:
+    """Whole-model transfer (``--weights``): load the same-name, same-shape tensors of ``state_dict`` into ``model``
+    (non-strict) and log ``Transferred N/M items``; returns N."""
+    target = model.state_dict()
+    matched = intersect_dicts(state_dict, target, exclude=exclude)
+    model.load_state_dict(matched, strict=False)
+    LOGGER.info(f"Transferred {len(matched)}/{len(target)} items from {source}")
+    return len(matched)
+
+
 def _is_tensor_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and any(isinstance(v, torch.Tensor) for v in obj.values())
 
@@ -272,6 +337,23 @@ def _nothing_matched_message(report: TransferReport, state: Mapping[str, Any], m
     return (f"--backbone-weights {report.source}: 0/{report.total} backbone tensors matched ({', '.join(reasons)}). "
             f"Model backbone keys look like [{expected}], the file's keys look like [{found}]. Use a checkpoint of "
             f"the same backbone architecture (matching YAML 'backbone:' rows or a timm state dict for a timm row).")
+
+
+def freeze_layers(model: nn.Module, freeze: Sequence[int]) -> list[str]:
+    """Set ``requires_grad`` for every parameter: False for frozen layers, True for the rest; returns frozen names.
+
+    ``freeze`` is upstream's ``--freeze``: one value N freezes layers ``0..N-1`` (``[10]`` = the YOLOv5 backbone,
+    ``[0]`` = nothing); several values freeze exactly those layer indices.
+    """
+    indices = list(freeze) if len(freeze) > 1 else list(range(int(freeze[0]) if freeze else 0))
+    prefixes = tuple(f"model.{i}." for i in indices)
+    frozen = []
+    for name, param in model.named_parameters():
+        param.requires_grad = not (prefixes and name.startswith(prefixes))
+        if not param.requires_grad:
+            frozen.append(name)
+            LOGGER.info(f"freezing {name}")
+    return frozen
 
 
 def freeze_backbone(model: nn.Module, backbone_layers: int | None = None) -> list[str]:

@@ -12,7 +12,7 @@ stride and input size work) and predicts ``B`` boxes and one class vector per ce
 - ``p_c``: conditional class scores Pr(class | object), trained with squared error against the one-hot class.
 
 Axis 1 of the output is the cell row (y) and axis 2 the cell column (x). With ``output='linear'`` (the paper) the
-values are the raw outputs of the last layer; ``output='sigmoid'`` squashes all of them to (0, 1) (seed 001's
+values are the raw outputs of the last layer; ``output='sigmoid'`` squashes all of them to (0, 1) (a
 stabiliser).
 
 Eval decode. In eval mode the head returns ``(decoded, raw)`` (``(decoded,)`` when ``export``) where ``decoded`` is

@@ -22,19 +22,20 @@ YAML rows (anchors as in Detect; an int gives that many anchors per level, to be
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
 from extensions.head_args import head_constructor_args
+from extensions.yolov3_decode import DECODES, MAX_LOG_WH, decode_offsets
+from extensions.yolov3_loss import LOSSES, make_yolov3_loss
 from models.registry import BuildContext, add_module
 from models.yolo import Detect
 from utils.checkpoint import register_safe_globals
+from utils.hyp import Hyp
 
-DECODES = ("darknet", "yolov5")
-LOSSES = ("darknet", "ciou", "multi_anchor", "yolov5")
-MAX_LOG_WH = 10.0
+__all__ = ["DECODES", "LOSSES", "MAX_LOG_WH", "YOLOv3Head", "decode_offsets"]
 
 
 class YOLOv3Head(Detect):
@@ -49,7 +50,7 @@ class YOLOv3Head(Detect):
         ignore_thresh: predictions whose IoU with any ground truth exceeds this are left out of the no-object
             term (darknet / ciou / multi_anchor losses; paper 0.5, darknet cfg 0.7).
         anchor_iou_thresh: ``multi_anchor``: every anchor whose shape IoU with a ground truth exceeds this is a
-            positive (seed 004: 0.2).
+            positive (the darknet rule uses 0.2).
         inplace: kept for ``Detect`` compatibility.
     """
 
@@ -73,27 +74,15 @@ class YOLOv3Head(Detect):
         wh = twh.clamp(max=MAX_LOG_WH).exp() * self.anchor_grid[i]
         return torch.cat((xy, wh, tconf.sigmoid()), 4)
 
-    def make_loss(self, model: nn.Module):
-        """Return the loss selected by ``hyp['v3_loss']`` or the head's ``loss`` (see extensions.yolov3_loss)."""
-        from extensions.yolov3_loss import make_yolov3_loss
+    def make_loss(self, model: nn.Module, hyp: Hyp | Mapping | None = None):
+        """Return the loss selected by ``hyp['v3_loss']`` or the head's ``loss`` (see extensions.yolov3_loss).
 
-        hyp = dict(getattr(model, "hyp", None) or {})
-        return make_yolov3_loss(model, self, hyp.get("v3_loss", self.loss), hyp)
-
-
-def decode_offsets(txy: torch.Tensor, twh: torch.Tensor, decode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (centre offset from the cell corner in cells, size / anchor) for logits of either decode.
-
-    Args:
-        txy, twh: (..., 2) raw logits.
-        decode: ``'darknet'`` or ``'yolov5'``.
-
-    Returns:
-        ``xy`` (..., 2) in (0, 1) (darknet) or (-0.5, 1.5) (yolov5); ``wh_ratio`` (..., 2) = box size / anchor size.
-    """
-    if decode == "yolov5":
-        return txy.sigmoid() * 2 - 0.5, (twh.sigmoid() * 2) ** 2
-    return txy.sigmoid(), twh.clamp(max=MAX_LOG_WH).exp()
+        ``hyp`` (gain-scaled, from the trainer) is used when given; otherwise ``model.hyp`` is read.
+        """
+        if hyp is None:
+            hyp = dict(getattr(model, "hyp", None) or {})
+        values = hyp.to_dict() if isinstance(hyp, Hyp) else hyp
+        return make_yolov3_loss(model, self, values.get("v3_loss", self.loss), hyp)
 
 
 def _parse_yolov3(args: list, ch_in: list[int], ctx: BuildContext) -> tuple[list, int]:

@@ -1,4 +1,4 @@
-"""Positive-slot assignment for the darknet-style YOLOv3 losses (seed 004 rules, vectorised).
+"""Positive-slot assignment for the darknet-style YOLOv3 losses (the darknet assignment rules, vectorised).
 
 A *slot* is one prediction: (level, image, anchor, cell row, cell column). Every ground truth has ``nl * na``
 candidate slots: the cell containing its centre on every level, with each of that level's anchors. Candidates are

@@ -1,4 +1,4 @@
-"""YOLOv3 loss variants (seed 004, ZouJiu1/Pytorch_YOLOV3) for :class:`extensions.yolov3.YOLOv3Head`.
+"""YOLOv3 loss variants (darknet sums, CIoU, multi-anchor, YOLOv5) for :class:`extensions.yolov3.YOLOv3Head`.
 
 Variants (head argument ``loss=`` or ``hyp['v3_loss']``, a name or its index in this list):
 
@@ -15,28 +15,32 @@ Variants (head argument ``loss=`` or ``hyp['v3_loss']``, a name or its index in 
 
 Reduction for variants 0-2: every term is a **sum** over slots (the no-object BCE is summed over all non-ignored
 slots, never averaged over them: averaging divides each negative's gradient by the huge negative count and the
-objectness branch stops learning, seed 004's finding), divided by the batch size (per-image sums), then multiplied
+objectness branch stops learning), divided by the batch size (per-image sums), then multiplied
 by ``hyp['v3_box']``, ``hyp['v3_obj']``, ``hyp['v3_cls']`` (default 1). The criterion returns
 ``((box + obj + cls) * batch_size, tensor([box, obj, cls]))`` like ``ComputeLoss``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from extensions.yolov3 import LOSSES, MAX_LOG_WH, decode_offsets
 from extensions.yolov3_assign import Positives, assign_best_anchor, assign_multi_anchor, build_candidates
+from extensions.yolov3_decode import MAX_LOG_WH, decode_offsets
 from utils.boxes import xywh2xyxy
+from utils.hyp import Hyp
 from utils.logging import LOGGER
+from utils.loss import ComputeLoss
 from utils.metrics import bbox_iou
+
+LOSSES = ("darknet", "ciou", "multi_anchor", "yolov5")
 
 
 def resolve_variant(variant: Union[str, int, float]) -> str:
-    """Return the loss name for a name or an index into :data:`extensions.yolov3.LOSSES`."""
+    """Return the loss name for a name or an index into :data:`LOSSES`."""
     if isinstance(variant, (int, float)) and not isinstance(variant, bool) and int(variant) == variant:
         if 0 <= int(variant) < len(LOSSES):
             return LOSSES[int(variant)]
@@ -45,16 +49,18 @@ def resolve_variant(variant: Union[str, int, float]) -> str:
     raise ValueError(f"YOLOv3 loss {variant!r} is not one of {LOSSES} (or an index 0-{len(LOSSES) - 1})")
 
 
-def make_yolov3_loss(model: nn.Module, head: nn.Module, variant: Union[str, int], hyp: dict):
-    """Return the criterion ``variant`` for ``head``; ``'yolov5'`` gives ``utils.loss.ComputeLoss(model)``."""
+def make_yolov3_loss(model: nn.Module, head: nn.Module, variant: Union[str, int], hyp: Hyp | Mapping):
+    """Return the criterion ``variant`` for ``head``; ``'yolov5'`` gives ``utils.loss.ComputeLoss``.
+
+    ``hyp`` (gain-scaled :class:`utils.hyp.Hyp` or dict) gives the ``v3_*`` gains and, for ``'yolov5'``, the
+    ComputeLoss gains; an empty ``hyp`` lets ComputeLoss read ``model.hyp``.
+    """
     variant = resolve_variant(variant)
     if variant == "yolov5":
-        from utils.loss import ComputeLoss
-
         if head.decode != "yolov5":
             LOGGER.warning(f"WARNING ⚠️ YOLOv3Head: loss 'yolov5' assumes the yolov5 decode but the head decodes "
                            f"with {head.decode!r}; predictions at neighbour cells will not match training")
-        return ComputeLoss(model)
+        return ComputeLoss(model, hyp=hyp or None)
     return YOLOv3Loss(head, variant, hyp)
 
 
@@ -67,10 +73,10 @@ class YOLOv3Loss:
         hyp: optional gains ``v3_box``, ``v3_obj``, ``v3_cls`` (default 1.0 each).
     """
 
-    def __init__(self, head: nn.Module, variant: str = "darknet", hyp: dict | None = None):
+    def __init__(self, head: nn.Module, variant: str = "darknet", hyp: Hyp | Mapping | None = None):
         if variant not in ("darknet", "ciou", "multi_anchor"):
             raise ValueError(f"YOLOv3Loss handles 'darknet', 'ciou' and 'multi_anchor', not {variant!r}")
-        hyp = hyp or {}
+        hyp = hyp.to_dict() if isinstance(hyp, Hyp) else dict(hyp or {})
         self.head, self.variant = head, variant
         self.gains = {name: float(hyp.get(f"v3_{name}", 1.0)) for name in ("box", "obj", "cls")}
 

@@ -17,14 +17,14 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageOps
 
+from utils.boxes import xyxy2xywh
 from utils.data.augment import letterbox
-from utils.boxes import scale_boxes, xyxy2xywh
-from utils.plotting.crops import save_image, save_one_box
 from utils.files import increment_path
+from utils.inference import NmsSettings, class_counts, scale_to_original, to_input_tensor
 from utils.logging import LOGGER, colorstr
-from utils.nms import non_max_suppression
 from utils.ops import make_divisible
-from utils.plotting.annotate import Annotator, colors
+from utils.plotting.crops import save_image, save_one_box
+from utils.plotting.detections import draw_detections
 from utils.precision import InferencePrecision, PrecisionPolicy, float_outputs
 from utils.profiling import Profile
 from utils.torch_utils import copy_attr, smart_inference_mode
@@ -125,6 +125,10 @@ class AutoShape(nn.Module):
         with policy.autocast():
             return float_outputs(self.model(policy.prepare_input(x), augment=augment))
 
+    def nms_settings(self) -> NmsSettings:
+        """Return the NMS thresholds now set on this wrapper (``conf``, ``iou``, ``classes``, ...)."""
+        return NmsSettings(self.conf, self.iou, self.classes, self.agnostic, self.multi_label, self.max_det)
+
     def _param(self) -> torch.Tensor:
         return next(self.model.parameters()) if self.pt else torch.empty(1, device=self.model.device)
 
@@ -156,10 +160,9 @@ class AutoShape(nn.Module):
             with times[1]:
                 y = self._run_model(x, augment)
             with times[2]:
-                y = non_max_suppression(y if self.dmb else y[0], self.conf, self.iou, self.classes, self.agnostic,
-                                        self.multi_label, max_det=self.max_det)
+                y = self.nms_settings().apply(y if self.dmb else y[0])
                 for i in range(len(ims)):
-                    scale_boxes(shape1, y[i][:, :4], shape0[i])
+                    scale_to_original(y[i], shape1, shape0[i])
         return Detections(ims, y, files, times, self.names, x.shape)
 
     def _preprocess(self, ims: Any, size: tuple, p: torch.Tensor) -> tuple:
@@ -174,7 +177,7 @@ class AutoShape(nn.Module):
         else:
             shape1 = list(size)
         batch = np.stack([letterbox(im, shape1, auto=False)[0] for im in images])
-        x = torch.from_numpy(np.ascontiguousarray(batch.transpose((0, 3, 1, 2)))).to(p.device).type_as(p) / 255
+        x = to_input_tensor(np.ascontiguousarray(batch.transpose((0, 3, 1, 2))), p.device, p.dtype)
         return images, files, shape0, x, shape1
 
 
@@ -213,16 +216,10 @@ class Detections:
         s = f"image {i + 1}/{self.n}: {im.shape[0]}x{im.shape[1]} "
         if not pred.shape[0]:
             return s + "(no detections)"
-        classes, counts = pred[:, 5].unique(return_counts=True)
-        pairs = zip(classes.tolist(), counts.tolist(), strict=True)
-        return s + ", ".join(f"{n} {self.names[int(c)]}{'s' * (n > 1)}" for c, n in pairs)
+        return s + ", ".join(class_counts(pred, self.names))
 
     def _annotate(self, i: int, labels: bool) -> np.ndarray:
-        annotator = Annotator(np.ascontiguousarray(self.ims[i]).copy(), example=str(self.names))
-        for *box, conf, cls in reversed(self.pred[i].tolist()):
-            label = f"{self.names[int(cls)]} {conf:.2f}"
-            annotator.box_label(box, label if labels else "", color=colors(int(cls)))
-        return np.asarray(annotator.result())
+        return draw_detections(self.ims[i], self.pred[i], self.names, labels=labels, bgr=False)
 
     def _crops(self, i: int, save: bool, save_dir: Path | None) -> list[dict]:
         crops = []
@@ -284,6 +281,7 @@ class Detections:
                 for i in range(self.n)]
 
     def print(self) -> None:
+        """Log the per-image summary and the speed line (``str(self)``)."""
         LOGGER.info(self.__str__())
 
     def __len__(self) -> int:

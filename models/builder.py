@@ -18,6 +18,7 @@ from typing import Any, Iterator, Optional
 
 import torch.nn as nn
 
+from models.common import Conv
 from models.registry import BuildContext, ModuleSpec, import_extensions, resolve
 from utils.logging import LOGGER
 from utils.ops import make_divisible
@@ -75,8 +76,6 @@ def parse_activation(spec: Any) -> nn.Module:
 @contextlib.contextmanager
 def default_activation(act: Optional[nn.Module]) -> Iterator[None]:
     """Temporarily set ``Conv.default_act`` (restored on exit, so models built later are unaffected)."""
-    from models.common import Conv
-
     previous = Conv.default_act
     if act is not None:
         Conv.default_act = act

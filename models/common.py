@@ -21,8 +21,9 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 
-from models.cpu_fast import cat_channels, max_pool, packed_kernel
 from models.registry import add_module
+from utils.checkpoint import allow_module_classes
+from utils.cpu_fast import PackableConv, cat_channels, max_pool, packed_kernel
 from utils.torch_utils import is_tracing
 
 IntOrPair = Union[int, Sequence[int]]
@@ -50,14 +51,21 @@ class Conv(nn.Module):
         self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``act(bn(conv(x)))``, or ``act(conv(x))`` once fused (a packed kernel under CPU bf16 inference)."""
         if "bn" in self._modules:
             return self.act(self.bn(self.conv(x)))
-        kernel = packed_kernel(self, x)  # CPU bf16 inference (models/cpu_fast.py)
+        kernel = packed_kernel(self, x)  # CPU bf16 inference (utils/cpu_fast.py)
         return kernel(x) if kernel is not None else self.act(self.conv(x))
 
     def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
         """Forward without batch norm (after Conv+BN fusion)."""
         return self.act(self.conv(x))
+
+    def packable_convs(self) -> list[PackableConv]:
+        """The convolution + activation the CPU fast path may run as one packed kernel: only once fused."""
+        if "bn" in self._modules or not isinstance(self._modules.get("conv"), nn.Conv2d):
+            return []
+        return [PackableConv(self, self.conv, self.act)]
 
 
 class DWConv(Conv):
@@ -88,6 +96,7 @@ class TransformerLayer(nn.Module):
         self.fc2 = nn.Linear(c, c, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the attention and feed-forward residual updates of tokens x (seq, batch, c)."""
         x = self.ma(self.q(x), self.k(x), self.v(x))[0] + x
         return self.fc2(self.fc1(x)) + x
 
@@ -103,6 +112,7 @@ class TransformerBlock(nn.Module):
         self.c2 = c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the (b, c2, h, w) map after the optional projection and the transformer layers over its pixels."""
         if self.conv is not None:
             x = self.conv(x)
         b, _, h, w = x.shape
@@ -121,6 +131,7 @@ class Bottleneck(nn.Module):
         self.add = shortcut and c1 == c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``cv2(cv1(x))``, plus ``x`` when the residual applies."""
         y = self.cv2(self.cv1(x))
         return x + y if self.add else y
 
@@ -140,6 +151,7 @@ class BottleneckCSP(nn.Module):
         self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the CSP output (b, c2, h, w)."""
         y1 = self.cv3(self.m(self.cv1(x)))
         y2 = self.cv2(x)
         return self.cv4(self.act(self.bn(cat_channels((y1, y2)))))
@@ -156,6 +168,7 @@ class CrossConv(nn.Module):
         self.add = shortcut and c1 == c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``cv2(cv1(x))``, plus ``x`` when the residual applies."""
         y = self.cv2(self.cv1(x))
         return x + y if self.add else y
 
@@ -172,6 +185,7 @@ class C3(nn.Module):
         self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``cv3(cat(m(cv1(x)), cv2(x)))`` (b, c2, h, w)."""
         return self.cv3(cat_channels((self.m(self.cv1(x)), self.cv2(x))))
 
 
@@ -233,6 +247,7 @@ class SPP(nn.Module):
         self.m = nn.ModuleList(nn.MaxPool2d(kernel_size=x, stride=1, padding=x // 2) for x in k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``cv2(cat(x', pools of x'))`` with ``x' = cv1(x)`` (same spatial size)."""
         x = self.cv1(x)
         pool_input = _poolable(x)
         with warnings.catch_warnings():
@@ -251,6 +266,7 @@ class SPPF(nn.Module):
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``cv2(cat(x', p(x'), p(p(x')), p(p(p(x')))))`` with ``x' = cv1(x)`` (same spatial size)."""
         x = self.cv1(x)
         y1 = max_pool(self.m, _poolable(x))
         y2 = max_pool(self.m, y1)
@@ -266,6 +282,7 @@ class Focus(nn.Module):
         self.conv = Conv(c1 * 4, c2, k, s, p, g, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``conv`` of the four pixel phases of x (b, 4c, h/2, w/2) concatenated on channels."""
         return self.conv(torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1))
 
 
@@ -279,6 +296,7 @@ class GhostConv(nn.Module):
         self.cv2 = Conv(c_, c_, 5, 1, None, c_, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``cat(y, cv2(y))`` with ``y = cv1(x)``."""
         y = self.cv1(x)
         return cat_channels((y, self.cv2(y)))
 
@@ -298,6 +316,7 @@ class GhostBottleneck(nn.Module):
                          if s == 2 else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``conv(x) + shortcut(x)``."""
         return self.conv(x) + self.shortcut(x)
 
 
@@ -309,6 +328,7 @@ class Contract(nn.Module):
         self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x folded (b, c*g*g, h/g, w/g)."""
         b, c, h, w = x.shape
         s = self.gain
         x = x.view(b, c, h // s, s, w // s, s).permute(0, 3, 5, 1, 2, 4).contiguous()
@@ -323,6 +343,7 @@ class Expand(nn.Module):
         self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x unfolded (b, c/g^2, h*g, w*g)."""
         b, c, h, w = x.shape
         s = self.gain
         x = x.view(b, s, s, c // s**2, h, w).permute(0, 3, 4, 1, 5, 2).contiguous()
@@ -337,6 +358,7 @@ class Concat(nn.Module):
         self.d = dimension
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """Return the inputs concatenated along dimension ``d``."""
         return cat_channels(x) if self.d == 1 else torch.cat(x, self.d)
 
 
@@ -351,6 +373,7 @@ class Proto(nn.Module):
         self.cv3 = Conv(c_, c2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the (b, c2, 2h, 2w) mask prototypes."""
         return self.cv3(self.cv2(self.upsample(self.cv1(x))))
 
 
@@ -367,6 +390,7 @@ class Classify(nn.Module):
         self.linear = nn.Linear(c_, c2)
 
     def forward(self, x: Union[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
+        """Return class logits (b, c2); a list input is concatenated on channels first."""
         if isinstance(x, list):
             x = torch.cat(x, 1)
         return self.linear(self.drop(self.pool(self.conv(x)).flatten(1)))
@@ -395,3 +419,4 @@ add_module("nn.BatchNorm2d", nn.BatchNorm2d, role="bn")
 add_module("Concat", Concat, role="concat")
 add_module("Contract", Contract, role="contract")
 add_module("Expand", Expand, role="expand")
+allow_module_classes(__name__)

@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 
 from models.common import Conv, CrossConv, GhostBottleneck, GhostConv  # noqa: F401  (re-exported for old pickles)
+from models.loading import load_model
 from models.registry import add_module
+from utils.checkpoint import allow_module_classes
 
 
 class Sum(nn.Module):
@@ -25,6 +27,7 @@ class Sum(nn.Module):
             self.w = nn.Parameter(-torch.arange(1.0, n) / 2, requires_grad=True)
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
+        """Return the (optionally weighted) sum of the input list."""
         y = x[0]
         if self.weight:
             w = torch.sigmoid(self.w) * 2
@@ -58,6 +61,7 @@ class MixConv2d(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x + act(bn(cat(convs(x))))``."""
         return x + self.act(self.bn(torch.cat([m(x) for m in self.m], 1)))
 
 
@@ -65,6 +69,7 @@ class Ensemble(nn.ModuleList):
     """List of models whose inference outputs are concatenated along the box axis (NMS ensemble)."""
 
     def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize: bool = False):
+        """Return ``(cat of the members' inference outputs along the box axis, None)``."""
         y = [module(x, augment, profile, visualize)[0] for module in self]
         return torch.cat(y, 1), None
 
@@ -74,10 +79,9 @@ def attempt_load(weights: Union[str, Path, Sequence[Union[str, Path]]], device: 
     """Load one checkpoint (a model) or several (an ``Ensemble``) through the safe loader.
 
     Each file is read with ``torch.load(weights_only=True)`` and an explicit allow-list (see
-    ``utils.checkpoint``); ``ema`` is preferred over ``model``; legacy compatibility fixes are applied once.
+    ``utils.checkpoint``); ``ema`` is preferred over ``model``; legacy compatibility fixes are applied once
+    (``models.loading.load_model``).
     """
-    from utils.checkpoint import load_model
-
     paths = list(weights) if isinstance(weights, (list, tuple)) else [weights]
     models = [load_model(w, device=device, inplace=inplace, fuse=fuse) for w in paths]
     if len(models) == 1:
@@ -94,3 +98,4 @@ def attempt_load(weights: Union[str, Path, Sequence[Union[str, Path]]], device: 
 
 add_module("MixConv2d", MixConv2d, role="conv")
 add_module("Sum", Sum, role="passthrough")
+allow_module_classes(__name__)

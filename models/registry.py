@@ -14,7 +14,8 @@ arguments into constructor arguments and how many output channels the layer has:
 - ``custom``: ``spec.parse(args, ch_in, ctx)`` returns ``(args, c2)``, for extension modules.
 
 Extensions register their classes with :func:`register_module` on import; nothing in ``models/`` needs editing.
-This module imports nothing from ``models`` so any package can depend on it.
+A registered class is also allowed in checkpoints (:func:`utils.checkpoint.allow_model_classes`), since models
+built from a YAML pickle it. This module imports nothing from ``models`` so any package can depend on it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch.nn as nn
+
+from utils.checkpoint import allow_model_classes
 
 ROLES = ("conv", "csp", "concat", "head", "bn", "contract", "expand", "passthrough", "custom")
 
@@ -99,6 +102,8 @@ def add_module(name: str, cls: Callable[..., nn.Module], *, role: str, parse: Op
     if existing is not None and existing.cls is not cls and not replace:
         raise ValueError(f"module name {name!r} is already registered to {existing.cls!r}")
     _REGISTRY[name] = spec
+    if isinstance(cls, type):
+        allow_model_classes(cls)
     return spec
 
 

@@ -27,9 +27,11 @@ if __name__ == "__main__":  # `python models/yolo.py ...` from any cwd: run the 
     raise SystemExit(0)
 
 from models.builder import build_model
-from models.common import Conv, DWConv, Proto
-from models.cpu_fast import packed_kernel
+from models.common import Classify, Conv, DWConv, Proto
 from models.registry import add_module
+from utils.autoanchor import check_anchor_order
+from utils.checkpoint import allow_module_classes
+from utils.cpu_fast import PackableConv, packed_kernel
 from utils.files import check_yaml, yaml_load
 from utils.logging import LOGGER
 from utils.torch_utils import (
@@ -68,6 +70,7 @@ class Detect(nn.Module):
         self.inplace = inplace
 
     def forward(self, x: list[torch.Tensor]):
+        """Training: the raw per-level (bs, na, ny, nx, no) outputs; inference: ``(decoded, raw)`` (see the class)."""
         for i in range(self.nl):
             x[i] = self._level_conv(i, x[i])
             bs, _, ny, nx = x[i].shape
@@ -85,8 +88,12 @@ class Detect(nn.Module):
 
     def _level_conv(self, i: int, xi: torch.Tensor) -> torch.Tensor:
         """The 1x1 output convolution of level ``i``; a packed bf16 kernel when the CPU fast path installed one."""
-        kernel = packed_kernel(self.m[i], xi)  # CPU bf16 inference (models/cpu_fast.py)
+        kernel = packed_kernel(self.m[i], xi)  # CPU bf16 inference (utils/cpu_fast.py)
         return kernel(xi) if kernel is not None else self.m[i](xi)
+
+    def packable_convs(self) -> list[PackableConv]:
+        """The per-level 1x1 output convolutions (no activation), packed by the CPU fast path on fused models."""
+        return [PackableConv(conv, conv, None, head=True) for conv in self.m if isinstance(conv, nn.Conv2d)]
 
     def _decodes_in_place(self) -> bool:
         """True when the levels can be decoded straight into the output tensor.
@@ -173,6 +180,7 @@ class Segment(Detect):
         self.detect = Detect.forward
 
     def forward(self, x: list[torch.Tensor]):
+        """Training: ``(raw levels, prototypes)``; inference: ``(decoded, prototypes, raw)`` (``export``: no raw)."""
         p = self.proto(x[0])
         x = self.detect(self, x)
         if self.training:
@@ -186,20 +194,11 @@ class Segment(Detect):
         return torch.cat((xy, wh, conf.sigmoid(), mask), 4)
 
 
-def check_anchor_order(m: Detect) -> None:
-    """Flip the anchor levels if their mean areas are ordered opposite to the strides (pixel anchors)."""
-    a = m.anchors.prod(-1).mean(-1).view(-1)
-    da = a[-1] - a[0]
-    ds = m.stride[-1] - m.stride[0]
-    if da and (da.sign() != ds.sign()):
-        LOGGER.info("AutoAnchor: Reversing anchor order")
-        m.anchors[:] = m.anchors.flip(0)
-
-
 class BaseModel(nn.Module):
     """Sequential graph runner shared by detection, segmentation and classification models."""
 
     def forward(self, x: torch.Tensor, profile: bool = False, visualize: Any = False):
+        """Run the layer graph on x (b, ch, h, w); ``profile`` logs per-layer times, ``visualize`` saves features."""
         return self._forward_once(x, profile, visualize)
 
     def _forward_once(self, x: torch.Tensor, profile: bool = False, visualize: Any = False):
@@ -291,6 +290,7 @@ class DetectionModel(BaseModel):
         LOGGER.info("")
 
     def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize: Any = False):
+        """Run the model; ``augment`` uses test-time augmentation and returns ``(decoded, None)``."""
         if augment:
             return self._forward_augment(x)
         return self._forward_once(x, profile, visualize)
@@ -355,8 +355,6 @@ class ClassificationModel(BaseModel):
         self._from_detection_model(model, nc, cutoff)
 
     def _from_detection_model(self, model: nn.Module, nc: int = 1000, cutoff: int = 10) -> None:
-        from models.common import Classify
-
         while not isinstance(getattr(model, "model", None), nn.Sequential) and hasattr(model, "model"):
             model = model.model  # unwrap DetectMultiBackend-style wrappers down to the DetectionModel
         model.model = model.model[:cutoff]
@@ -379,17 +377,22 @@ def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
 
 add_module("Detect", Detect, role="head")
 add_module("Segment", Segment, role="head")
+allow_module_classes(__name__)
 
 
 def parse_opt(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    """Parse the command line of ``python models/yolo.py`` (``argv`` defaults to ``sys.argv``)."""
     parser = argparse.ArgumentParser(description="Build a model from a YAML and print its summary.")
-    parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
-    parser.add_argument("--batch-size", type=int, default=1, help="total batch size for all GPUs")
-    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="profiling image size (pixels)")
-    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
-    parser.add_argument("--profile", action="store_true", help="profile model speed")
-    parser.add_argument("--line-profile", action="store_true", help="profile model speed layer by layer")
-    parser.add_argument("--test", action="store_true", help="test all yolo*.yaml")
+    parser.add_argument("--cfg", type=str, default="yolov5s.yaml",
+                        help="architecture YAML: a path or a bare name such as yolov5s.yaml")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per profiling forward pass")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640,
+                        help="square input side for profiling, in pixels")
+    parser.add_argument("--device", default="", help="where to build the model: cpu, or CUDA indices such as 0 or 0,1")
+    parser.add_argument("--profile", action="store_true", help="time one forward and backward pass of the whole model")
+    parser.add_argument("--line-profile", action="store_true",
+                        help="time every layer and print a table of ms, GFLOPs and parameters")
+    parser.add_argument("--test", action="store_true", help="build every yolo*.yaml under models/ as a smoke check")
     return parser.parse_args(argv)
 
 

@@ -135,3 +135,16 @@ def test_verify_export_reports_the_difference(upstream):
     with torch.inference_mode():
         diff = export.verify_export(upstream["onnx"], model, torch.zeros(1, 3, 64, 64))
     assert 0 <= diff < ATOL
+
+
+def test_export_options_mirror_run_arguments_and_defaults():
+    import dataclasses
+    import inspect
+
+    from engine.exporter import ExportOptions
+
+    params = inspect.signature(export.run).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(ExportOptions)}
+    assert list(fields) == list(params)
+    assert fields == {name: p.default for name, p in params.items()}
+    assert set(vars(export.parse_opt(argv=[]))) == set(params)

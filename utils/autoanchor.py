@@ -21,6 +21,8 @@ from tqdm import tqdm
 from utils.logging import LOGGER, colorstr
 from utils.torch_utils import de_parallel
 
+__all__ = ["PREFIX", "anchor_metric", "check_anchor_order", "check_anchors", "kmean_anchors", "label_wh"]
+
 PREFIX = colorstr("AutoAnchor: ")
 BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 MUTATION_PROB, MUTATION_SIGMA = 0.9, 0.1
@@ -56,17 +58,25 @@ def anchor_metric(anchors: torch.Tensor, wh: torch.Tensor) -> tuple[torch.Tensor
 
 
 def check_anchor_order(m: nn.Module) -> None:
-    """Flip a Detect head's anchor levels if their areas are ordered opposite to the strides (upstream location)."""
-    from models.yolo import check_anchor_order as _check_anchor_order
+    """Flip a head's anchor levels (in place) if their mean areas are ordered opposite to its strides.
 
-    _check_anchor_order(m)
+    ``m`` is any head with ``anchors`` (nl, na, 2) and ``stride`` (nl,) tensors, such as ``Detect``.
+    """
+    a = m.anchors.prod(-1).mean(-1).view(-1)
+    da = a[-1] - a[0]
+    ds = m.stride[-1] - m.stride[0]
+    if da and (da.sign() != ds.sign()):
+        LOGGER.info("AutoAnchor: Reversing anchor order")
+        m.anchors[:] = m.anchors.flip(0)
 
 
 def check_anchors(dataset: Any, model: nn.Module, thr: float = 4.0, imgsz: int = 640,
                   rng: np.random.Generator | None = None) -> float:
     """Log anchors/target and Best Possible Recall; if BPR <= 0.98, evolve anchors and keep them if BPR improves.
 
-    The head's anchors (grid units) are replaced in place when new ones are better. Returns the final BPR.
+    The head is the last layer of the model's layer sequence (``model.model[-1]``, the checkpoint layout); a head
+    without an ``anchors`` tensor is skipped. Its anchors (grid units) are replaced in place when new ones are
+    better. Returns the final BPR.
     """
     head = de_parallel(model).model[-1]
     if not isinstance(getattr(head, "anchors", None), torch.Tensor):
@@ -105,8 +115,8 @@ def _load_dataset(dataset: Union[str, Any]) -> Any:
     """Return a dataset object; a YAML path builds the train split with augment=True, rect=True."""
     if not isinstance(dataset, str):
         return dataset
-    from utils.data.loaders import LoadImagesAndLabels
     from utils.data.dataset_yaml import check_dataset
+    from utils.data.loaders import LoadImagesAndLabels
 
     data = check_dataset(dataset)
     return LoadImagesAndLabels(data["train"], augment=True, rect=True)

@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 from utils.logging import LOGGER
 
+__all__ = ["Callbacks", "HOOK_NAMES"]
+
 HOOK_NAMES = (
     "on_pretrain_routine_start",
     "on_pretrain_routine_end",

@@ -1,21 +1,30 @@
-"""Safe checkpoint loading and saving in upstream YOLOv5's format.
+"""Upstream YOLOv5's checkpoint format, and safe loading and saving of it.
 
 Loading never executes code from the file: ``torch.load(weights_only=True)`` runs with an explicit allow-list of
-the globals a YOLOv5 checkpoint legitimately contains (our model classes, the torch.nn layers YOLOv5 models use,
-``collections.OrderedDict``, ``pathlib`` paths, ``argparse.Namespace`` and the numpy pieces upstream stores
-``best_fitness`` with). Anything else is refused with a message naming the offending global(s).
+the globals a YOLOv5 checkpoint legitimately contains: the model classes registered here, the torch.nn layers
+YOLOv5 models use, ``collections.OrderedDict``, ``pathlib`` paths, ``argparse.Namespace`` and the numpy pieces
+upstream stores ``best_fitness`` with. Anything else is refused with a message naming the offending global(s).
 
-Legacy compatibility fixes for old checkpoints live in :func:`upgrade_legacy_model` and nowhere else.
+This module knows no model class. Model packages register theirs when they are imported
+(:func:`allow_module_classes`, :func:`allow_model_classes`, :func:`register_safe_globals`). A checkpoint names
+its classes by module path (``models.yolo.DetectionModel``), so before loading, the modules it names inside the
+project's own packages (:data:`TRUSTED_PACKAGES`) are imported, which registers their classes; a name outside
+them, or one its module did not register, is refused. This keeps ``strip_optimizer`` and ``torch_safe_load``
+working in a process that has not imported any model code yet. Turning the loaded object into a ready model
+(legacy fixes, fusing) belongs to the model package (``models.loading``).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import inspect
 import io
 import pathlib
 import pickle
+import sys
+from copy import deepcopy
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
@@ -26,6 +35,7 @@ import torch.nn as nn
 
 from utils.files import atomic_write_bytes
 from utils.logging import LOGGER
+from utils.torch_utils import de_parallel
 
 PathLike = Union[str, Path]
 
@@ -39,14 +49,45 @@ _TORCH_NN_LAYERS = (
 _PLUMBING = (collections.OrderedDict, set, pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath,
              pathlib.PurePosixPath, pathlib.PureWindowsPath, argparse.Namespace, np.ndarray, np.dtype)
 
+TRUSTED_PACKAGES: list[str] = ["models", "extensions"]  # project packages a checkpoint's modules may be imported from
+
 _extra_safe: list[Any] = []
+_model_classes: dict[type, None] = {}  # insertion-ordered set
+_aliases: dict[str, type] = {}  # 'module.Name' under which a model class is also reachable -> the class
 
 
 def register_safe_globals(*objs: Any) -> None:
-    """Add classes (e.g. an extension's modules) to the checkpoint allow-list."""
+    """Add classes or functions (e.g. an extension's modules) to the checkpoint allow-list."""
     for obj in objs:
         if obj not in _extra_safe:
             _extra_safe.append(obj)
+
+
+def allow_model_classes(*classes: type) -> None:
+    """Allow model classes in checkpoints; unlike :func:`register_safe_globals`, a checkpoint may also reference
+    their public methods (``Segment.detect = Detect.forward`` pickles as ``getattr(Detect, 'forward')``)."""
+    for cls in classes:
+        _model_classes.setdefault(cls, None)
+
+
+def allow_module_classes(module_name: str) -> None:
+    """Allow every ``nn.Module`` class a module defines or re-exports, under each name the module gives it.
+
+    Called at the end of a model module (``allow_module_classes(__name__)``). A class reachable under another
+    name than its own (``models.yolo.Model``, ``models.experimental.GhostConv``) is allowed under that alias too,
+    the name older checkpoints pickled it by.
+    """
+    for name, value in vars(sys.modules[module_name]).items():
+        if isinstance(value, type) and issubclass(value, nn.Module):
+            allow_model_classes(value)
+            alias = f"{module_name}.{name}"
+            if alias != _global_name(value):
+                _aliases[alias] = value
+
+
+def model_classes() -> list[type]:
+    """Return the allowed model classes registered so far, sorted by qualified name."""
+    return sorted(_model_classes, key=_global_name)
 
 
 def _numpy_globals() -> list[Any]:
@@ -73,38 +114,6 @@ def _numpy_globals() -> list[Any]:
     return out
 
 
-def _project_modules() -> tuple:
-    import models.common as common
-    import models.experimental as experimental
-    import models.yolo as yolo
-
-    return common, yolo, experimental
-
-
-def _project_model_classes() -> list[type]:
-    from models.registry import _REGISTRY
-
-    classes = {spec.cls for spec in _REGISTRY.values() if isinstance(spec.cls, type)}
-    for module in _project_modules():
-        classes.update(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, nn.Module))
-    return sorted(classes, key=_global_name)
-
-
-def _legacy_aliases() -> list[tuple[type, str]]:
-    """Return ``(class, 'module.Name')`` for names under which older checkpoints pickled our classes.
-
-    Examples: ``models.yolo.Model`` (v6.1 and older; now an alias of DetectionModel) and classes that lived in
-    ``models.experimental`` before moving to ``models.common`` (``models.experimental.GhostConv`` ...).
-    """
-    aliases = []
-    for module in _project_modules():
-        for name, value in vars(module).items():
-            alias = f"{module.__name__}.{name}"
-            if isinstance(value, type) and issubclass(value, nn.Module) and alias != _global_name(value):
-                aliases.append((value, alias))
-    return aliases
-
-
 _REFUSED_GETATTR = "refused while unpickling:"
 
 
@@ -114,8 +123,7 @@ def _restricted_getattr(obj: Any, name: str) -> Any:
     Pickle (protocol 2) stores a reference to a class's function, such as ``Segment.detect = Detect.forward``,
     as ``getattr(Detect, 'forward')``. Any other use is refused, so a file cannot reach arbitrary objects.
     """
-    allowed = (isinstance(obj, type) and obj in set(_project_model_classes()) and isinstance(name, str)
-               and not name.startswith("_"))
+    allowed = isinstance(obj, type) and obj in _model_classes and isinstance(name, str) and not name.startswith("_")
     value = getattr(obj, name, None) if allowed else None
     if not inspect.isfunction(value):
         raise UnsafeCheckpointError(f"{_REFUSED_GETATTR} getattr({_global_name(obj)}, {name!r}): only public methods "
@@ -125,8 +133,9 @@ def _restricted_getattr(obj: Any, name: str) -> Any:
 
 def safe_globals() -> list[Any]:
     """Return the full allow-list used by :func:`torch_safe_load` (objects and ``(object, 'module.name')`` pairs)."""
-    return [*_project_model_classes(), *_legacy_aliases(), (_restricted_getattr, "builtins.getattr"),
-            *_TORCH_NN_LAYERS, *_PLUMBING, *_numpy_globals(), *_extra_safe]
+    aliases = [(cls, alias) for alias, cls in _aliases.items()]
+    return [*model_classes(), *aliases, (_restricted_getattr, "builtins.getattr"), *_TORCH_NN_LAYERS, *_PLUMBING,
+            *_numpy_globals(), *_extra_safe]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -152,7 +161,7 @@ def torch_safe_load(file: PathLike, map_location: Any = "cpu") -> Any:
     if not file.is_file():
         raise FileNotFoundError(f"Weights file not found: {file}")
     referenced = _referenced_globals(file)
-    _import_project_extensions(referenced or [])
+    import_trusted_modules(referenced or [])
     allowed = safe_globals()
     try:
         with torch.serialization.safe_globals(_only_referenced(allowed, referenced)):
@@ -197,21 +206,25 @@ def _only_referenced(allowed: list[Any], referenced: list[str] | None) -> list[A
     return always + [entry for entry in allowed if _global_name(entry) in wanted and entry not in always]
 
 
-def _import_project_extensions(names: Iterable[str]) -> None:
-    """Import the project's own ``extensions.*`` modules a checkpoint references so they register safe globals.
+def import_trusted_modules(names: Iterable[str]) -> None:
+    """Import the modules of :data:`TRUSTED_PACKAGES` that the ``'module.Name'`` globals ``names`` refer to.
 
-    Only modules inside this repository's ``extensions`` package are imported (trusted project code); anything
-    else a file names is left to the allow-list check, which refuses it.
+    Importing a model module registers its classes in the allow-list. Only the project's own packages are
+    imported (trusted code); any other name is left to the allow-list check, which refuses it.
     """
-    import importlib
-
     for name in names:
-        module = name.rpartition(".")[0]
-        if module.startswith("extensions.") and module.replace(".", "").replace("_", "").isalnum():
+        parts = name.split(".")
+        if parts[0] not in TRUSTED_PACKAGES or not all(part.isidentifier() for part in parts):
+            continue
+        for end in range(len(parts) - 1, 0, -1):
+            module = ".".join(parts[:end])
+            if module in sys.modules:
+                break
             try:
                 importlib.import_module(module)
+                break
             except ImportError:
-                pass
+                continue
 
 
 def _offending_globals(file: Path, allowed: Iterable[Any]) -> list[str]:
@@ -221,38 +234,6 @@ def _offending_globals(file: Path, allowed: Iterable[Any]) -> list[str]:
         return []
     allowed_names = {_global_name(a) for a in allowed}
     return [n for n in names if n not in allowed_names and n.replace("__builtin__", "builtins") not in allowed_names]
-
-
-def upgrade_legacy_model(model: nn.Module, inplace: bool = True) -> nn.Module:
-    """Apply upstream's compatibility fixes to a model unpickled from an older checkpoint (in place)."""
-    from models.yolo import Detect, DetectionModel
-
-    if not hasattr(model, "stride"):
-        model.stride = torch.tensor([32.0])
-    if isinstance(getattr(model, "names", None), (list, tuple)):
-        model.names = dict(enumerate(model.names))
-    for m in model.modules():
-        t = type(m)
-        if t in (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU, Detect, DetectionModel):
-            m.inplace = inplace
-            if t is Detect and not isinstance(m.anchor_grid, list):
-                delattr(m, "anchor_grid")
-                m.anchor_grid = [torch.zeros(1)] * m.nl
-        elif t is nn.Upsample and not hasattr(m, "recompute_scale_factor"):
-            m.recompute_scale_factor = None
-    return model
-
-
-def load_model(weights: PathLike, device: Optional[torch.device] = None, inplace: bool = True,
-               fuse: bool = True) -> nn.Module:
-    """Return the float32 model stored in a checkpoint (``ema`` preferred), upgraded, fused if asked, in eval mode."""
-    ckpt = torch_safe_load(weights)
-    model = extract_model(ckpt, weights)
-    model = model.to(device or "cpu").float()
-    upgrade_legacy_model(model, inplace)
-    if fuse and hasattr(model, "fuse"):
-        model = model.fuse()
-    return model.eval()
 
 
 def extract_model(ckpt: Any, source: PathLike = "<checkpoint>") -> nn.Module:
@@ -298,10 +279,6 @@ def make_checkpoint(model: nn.Module, ema: Optional[nn.Module] = None, epoch: in
     Whatever layout and precision training used (channels_last, autocast), the saved tensors are upstream's: model
     and EMA fp16 with standard contiguous NCHW strides, optimizer state tensors contiguous (live state untouched).
     """
-    from copy import deepcopy
-
-    from utils.torch_utils import de_parallel
-
     def fp16_nchw(module: nn.Module) -> nn.Module:
         return deepcopy(module).half().to(memory_format=torch.contiguous_format)
 

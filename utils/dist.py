@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as torch_dist
@@ -54,6 +55,24 @@ def check_batch_split(batch_size: int) -> int:
         raise ValueError(f"--batch-size {batch_size} must be a multiple of WORLD_SIZE={world_size} (the total batch "
                          f"is split evenly across the processes)")
     return batch_size // world_size
+
+
+@contextlib.contextmanager
+def torch_distributed_zero_first(local_rank: int) -> Iterator[None]:
+    """Run the body on local rank 0 first while the other ranks wait at a barrier (e.g. building a label cache).
+
+    Ranks other than 0 (and -1) wait before the body; rank 0 reaches the matching barrier after it, also when the
+    body raises, so the waiting ranks are released instead of blocking forever (they then run the body
+    themselves, and typically fail the same way). A no-op without an initialised process group.
+    """
+    initialised = torch_dist.is_available() and torch_dist.is_initialized()
+    if initialised and local_rank not in (-1, 0):
+        torch_dist.barrier()
+    try:
+        yield
+    finally:
+        if initialised and local_rank == 0:
+            torch_dist.barrier()
 
 
 def is_distributed() -> bool:

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from utils.torch_utils import copy_attr, de_parallel
+from utils.modules import copy_attr, de_parallel
 
 
 class ModelEMA:

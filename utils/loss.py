@@ -7,13 +7,17 @@ anchors are in grid units (pixels / stride), as stored on the ``Detect`` head.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import inspect
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
+from utils.hyp import Hyp
 from utils.metrics import bbox_iou
 from utils.torch_utils import de_parallel
+
+__all__ = ["BCEBlurWithLogitsLoss", "ComputeLoss", "FocalLoss", "QFocalLoss", "YoloLoss", "build_loss", "smooth_BCE"]
 
 NEIGHBOUR_BIAS = 0.5  # a target also claims the adjacent cell it is within this distance of
 
@@ -47,6 +51,7 @@ class FocalLoss(_WrappedBCE):
         self.alpha = alpha
 
     def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """Return the focal-weighted BCE of logits ``pred`` against targets ``true`` (same shape), reduced."""
         loss = self.loss_fcn(pred, true)
         prob = pred.sigmoid()
         p_t = true * prob + (1 - true) * (1 - prob)
@@ -63,6 +68,7 @@ class QFocalLoss(_WrappedBCE):
         self.alpha = alpha
 
     def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """Return the quality-focal-weighted BCE of logits ``pred`` against soft targets ``true``, reduced."""
         loss = self.loss_fcn(pred, true)
         alpha_factor = true * self.alpha + (1 - true) * (1 - self.alpha)
         return self._reduce(loss * alpha_factor * torch.abs(true - pred.sigmoid()) ** self.gamma)
@@ -77,6 +83,7 @@ class BCEBlurWithLogitsLoss(nn.Module):
         self.alpha = alpha
 
     def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """Return the mean blurred BCE of logits ``pred`` against targets ``true``."""
         loss = self.loss_fcn(pred, true)
         dx = pred.sigmoid() - true
         return (loss * (1 - torch.exp((dx - 1) / (self.alpha + 1e-4)))).mean()
@@ -206,21 +213,35 @@ class YoloLoss:
 
 
 class ComputeLoss(YoloLoss):
-    """Upstream-compatible loss: reads ``model.hyp`` (already gain-scaled by the trainer) and the Detect head."""
+    """Upstream-compatible loss for a model with a ``Detect`` head.
 
-    def __init__(self, model: nn.Module, autobalance: bool = False) -> None:
+    ``hyp`` (a :class:`utils.hyp.Hyp` or a hyp dict, already gain-scaled: see :meth:`utils.hyp.Hyp.scaled`) gives
+    the gains; without it ``model.hyp`` is read, as upstream's ``ComputeLoss(model)`` does.
+    """
+
+    def __init__(self, model: nn.Module, autobalance: bool = False, hyp: Hyp | Mapping | None = None) -> None:
         core = de_parallel(model)
-        hyp = getattr(core, "hyp", None) or getattr(model, "hyp", None)
-        if not isinstance(hyp, dict):
-            raise AttributeError("ComputeLoss needs model.hyp (a dict of hyperparameters such as box, obj, cls, "
-                                 "anchor_t); set it before building the loss, as train.py does")
+        hyp = hyp if hyp is not None else getattr(core, "hyp", None) or getattr(model, "hyp", None)
+        if isinstance(hyp, Hyp):
+            hyp = hyp.to_dict()
+        if not isinstance(hyp, Mapping):
+            raise AttributeError("ComputeLoss needs hyperparameters: pass hyp= or set model.hyp (a dict such as box, "
+                                 "obj, cls, anchor_t) before building the loss, as train.py does")
         head = core.model[-1]
         device = next(model.parameters()).device
-        super().__init__(hyp, head.anchors.to(device), head.nc, head.stride, autobalance)
+        super().__init__(dict(hyp), head.anchors.to(device), head.nc, head.stride, autobalance)
 
 
-def build_loss(model: nn.Module) -> Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Return the criterion for ``model``: ``head.make_loss(model)`` if the head defines one, else ComputeLoss."""
+def build_loss(model: nn.Module,
+               hyp: Hyp | Mapping | None = None) -> Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Return the criterion for ``model``: ``head.make_loss(model)`` if the head defines one, else ComputeLoss.
+
+    ``hyp`` (gain-scaled) reaches the loss directly; a head whose ``make_loss`` takes no ``hyp`` ignores it.
+    """
     head = de_parallel(model).model[-1]
     make_loss = getattr(head, "make_loss", None)
-    return make_loss(model) if callable(make_loss) else ComputeLoss(model)
+    if not callable(make_loss):
+        return ComputeLoss(model, hyp=hyp)
+    if "hyp" in inspect.signature(make_loss).parameters:
+        return make_loss(model, hyp=hyp)
+    return make_loss(model)

@@ -31,7 +31,13 @@ import torch
 from numpy.typing import ArrayLike
 
 from utils.logging import LOGGER
+from utils.ops import smooth
 from utils.plotting.metrics import plot_confusion_matrix, plot_mc_curve, plot_pr_curve
+
+__all__ = [
+    "ConfusionMatrix", "ap_per_class", "ap_per_class_voc", "bbox_ioa", "bbox_iou", "box_iou", "compute_ap", "fitness",
+    "match_detections_voc", "plot_mc_curve", "plot_pr_curve", "process_batch", "smooth", "voc_ap", "wh_iou",
+]
 
 _trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy >= 2 renamed trapz
 
@@ -123,14 +129,6 @@ def fitness(x: np.ndarray) -> np.ndarray:
     """Return model fitness (n,) from metric rows (n, >=4) ``[P, R, mAP@.5, mAP@.5:.95, ...]``: 0.1 mAP50 + 0.9 mAP."""
     weights = np.array([0.0, 0.0, 0.1, 0.9])
     return (np.asarray(x)[:, :4] * weights).sum(1)
-
-
-def smooth(y: np.ndarray, f: float = 0.05) -> np.ndarray:
-    """Return y (n,) smoothed by a box filter spanning an odd number ~2 f n of points, edges padded with end values."""
-    window = round(len(y) * f * 2) // 2 + 1
-    pad = np.ones(window // 2)
-    padded = np.concatenate((pad * y[0], y, pad * y[-1]))
-    return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
 def compute_ap(recall: np.ndarray, precision: np.ndarray, method: str = "interp") -> tuple[float, np.ndarray,

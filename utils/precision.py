@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -32,7 +33,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.cpu_fast import install_packed_convs, onednn_bf16_supported, remove_packed_convs
+from utils.cpu_fast import install_packed_convs, onednn_bf16_supported, remove_packed_convs
 from utils.logging import LOGGER
 
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -101,9 +102,10 @@ class PrecisionPolicy:
     def prepare_model(self, model: nn.Module) -> nn.Module:
         """Prepare ``model`` in place for this policy and return it.
 
-        Moves the 4-D weights to the chosen memory format (channels_last or NCHW). Under the CPU bf16 policy, fused
-        ``Conv`` layers (inference models) also get packed bf16 kernels with the activation fused
-        (``models.cpu_fast.install_packed_convs``); any other policy removes them again.
+        Moves the 4-D weights to the chosen memory format (channels_last or NCHW). Under the CPU bf16 policy, the
+        convolutions the model's modules offer (``packable_convs()``: fused ``Conv`` layers and head outputs of
+        inference models) also get packed bf16 kernels with the activation fused
+        (``utils.cpu_fast.install_packed_convs``); any other policy removes them again.
         """
         model = model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         if self.device_type == "cpu" and self.autocast_dtype == torch.bfloat16:
@@ -168,17 +170,28 @@ def inference_precision(device: torch.device | str, force_fp32: bool = False, lo
 
 class InferencePrecision:
     """Follow a model's ``fp32`` switch: (re)select the inference policy when the switch, the device or
-    ``YOLOV5_FP32`` changes, move the model to that policy's memory format and log the choice (once per change)."""
+    ``YOLOV5_FP32`` changes, move the model to that policy's memory format and log the choice (once per change).
+
+    A model object not prepared yet (e.g. a deep copy, which carries no packed kernels) is prepared on its first
+    :meth:`update`.
+    """
 
     def __init__(self) -> None:
         self.policy: PrecisionPolicy | None = None
         self._key: tuple | None = None
+        self._prepared: weakref.ref | None = None
 
     def update(self, model: nn.Module, device: torch.device | str, force_fp32: bool = False) -> PrecisionPolicy:
-        """Return the policy for ``device`` and ``force_fp32``, preparing ``model`` when it changed."""
+        """Return the policy for ``device`` and ``force_fp32``, preparing ``model`` when either changed."""
         key = (str(torch.device(device)), bool(force_fp32), env_forces_fp32())
         if key != self._key or self.policy is None:
             self.policy = inference_precision(device, force_fp32=force_fp32)
+            self._key, self._prepared = key, None
+        if self._prepared is None or self._prepared() is not model:
             self.policy.prepare_model(model)
-            self._key = key
+            self._prepared = weakref.ref(model)
         return self.policy
+
+    def __getstate__(self) -> dict:
+        """Pickle state without the (unpicklable) reference to the prepared model."""
+        return {**self.__dict__, "_prepared": None}

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import platform
 import time
-from contextlib import contextmanager
 from copy import deepcopy
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.dist import torch_distributed_zero_first
+from utils.ema import ModelEMA
 from utils.logging import LOGGER
+from utils.modules import copy_attr, de_parallel
+from utils.optim import EarlyStopping, smart_optimizer
 
-
-def de_parallel(model: nn.Module) -> nn.Module:
-    """Return the wrapped module of a DataParallel/DistributedDataParallel model, else the model itself."""
-    return model.module if isinstance(model, (nn.parallel.DataParallel, nn.parallel.DistributedDataParallel)) else model
+__all__ = [
+    "copy_attr", "count_params", "de_parallel", "fuse_conv_and_bn", "initialize_weights", "is_channels_last",
+    "is_tracing", "layer_flops", "model_flops", "model_info", "profile", "scale_img", "select_device",
+    "smart_inference_mode", "time_sync", "torch_distributed_zero_first",
+    "EarlyStopping", "ModelEMA", "smart_optimizer",
+]
 
 
 def select_device(device: str = "", batch_size: int = 0, newline: bool = True) -> torch.device:
@@ -66,17 +70,6 @@ def time_sync() -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.time()
-
-
-@contextmanager
-def torch_distributed_zero_first(local_rank: int) -> Iterator[None]:
-    """Make every rank but rank 0 wait until rank 0 has run the body (e.g. building a label cache)."""
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if distributed and local_rank not in (-1, 0):
-        torch.distributed.barrier()
-    yield
-    if distributed and local_rank == 0:
-        torch.distributed.barrier()
 
 
 def smart_inference_mode(fn=None):
@@ -183,14 +176,6 @@ def scale_img(img: torch.Tensor, ratio: float = 1.0, same_shape: bool = False, g
     return F.pad(img, [0, w - s[1], 0, h - s[0]], value=0.447)
 
 
-def copy_attr(a: Any, b: Any, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
-    """Copy public attributes of ``b`` onto ``a`` (only ``include`` if given, never ``exclude`` or '_' names)."""
-    for k, v in b.__dict__.items():
-        if (include and k not in include) or k.startswith("_") or k in exclude:
-            continue
-        setattr(a, k, v)
-
-
 def layer_flops(module: nn.Module, x: Any) -> float:
     """Return the GFLOPs (thop MACs x 2) of one forward of ``module`` on input ``x``, or 0.0 without thop."""
     try:
@@ -246,10 +231,3 @@ def _time_op(op: Any, x: torch.Tensor, n: int) -> tuple[float, float]:
 
 # Training helpers that upstream scripts import from ``utils.torch_utils`` live in focused modules that themselves
 # import this one, so they are re-exported lazily (PEP 562) to keep the upstream import paths working.
-_LAZY_REEXPORTS = {"ModelEMA": "utils.ema", "smart_optimizer": "utils.optim", "EarlyStopping": "utils.optim"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY_REEXPORTS:
-        return getattr(importlib.import_module(_LAZY_REEXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -141,6 +141,7 @@ class ReconstructionLoss:
 
     def __call__(self, prediction: torch.Tensor, target: torch.Tensor,
                  targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(loss, mask)``: prediction/target (B, C, H, W) in [0, 1], targets (N, 6) normalised xywh."""
         b, _, h, w = target.shape
         mask = box_mask(targets, b, h, w)
         weights = loss_weights(mask, images_with_boxes(targets, b), self.p)

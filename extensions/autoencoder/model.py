@@ -167,6 +167,7 @@ class UpConv(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Upsample (B, c1, H, W) to (B, c2, 2H, 2W)."""
         return self.act(self.bn(self.conv(x)))
 
 
@@ -184,6 +185,7 @@ class DecoderLevel(nn.Module):
         self.up = UpConv(c, c_next) if c_next is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor, features: list, skips: bool) -> torch.Tensor:
+        """Decode one stride: ``x`` (B, c, H, W), ``features`` the encoder outputs by layer index."""
         x = self.csp(x)
         if skips and self.skip_layer is not None:
             x = x + features[self.skip_layer]
@@ -231,6 +233,7 @@ class Decoder(nn.Module):
         self.head = nn.Conv2d(widths[-1], ch, 1)
 
     def forward(self, features: list, skips: bool = True) -> torch.Tensor:
+        """Reconstruct (B, ch, H, W) in [0, 1] from the encoder outputs ``features`` (by layer index)."""
         x = self.stem(features[self.bottleneck])
         for level in self.levels:
             x = level(x, features, skips)
@@ -263,6 +266,7 @@ class Autoencoder(nn.Module):
         initialize_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct ``x`` (B, ch, H, W), H and W multiples of :attr:`stride`; output in [0, 1]."""
         h, w = x.shape[-2:]
         if h % self.stride or w % self.stride:
             raise ValueError(f"autoencoder input size {h}x{w} must be a multiple of the model stride {self.stride}")

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import train
+from engine.train_options import TrainError
 from utils.callbacks import Callbacks
 from utils.checkpoint import torch_safe_load
-from engine.train_options import TrainError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"

@@ -144,3 +144,15 @@ def test_visualize_writes_feature_maps(checkpoint, image_dir, tmp_path):
                           nosave=True, **COMMON)
     maps = sorted((save_dir / "wide").glob("stage*_features.png"))
     assert (save_dir / "wide" / "stage0_Conv_features.png") in maps and len(maps) >= 20
+
+
+def test_predict_options_mirror_run_arguments_and_defaults():
+    import dataclasses
+    import inspect
+
+    from engine.predictor import PredictOptions
+
+    params = inspect.signature(detect.run.__wrapped__).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(PredictOptions)}
+    assert list(fields) == list(params)
+    assert fields == {name: p.default for name, p in params.items()}

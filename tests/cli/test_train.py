@@ -14,12 +14,12 @@ import torch
 import yaml
 
 import train
+from engine.train_options import NothingToResumeError, TrainOptions
 from utils.callbacks import Callbacks
 from utils.checkpoint import make_checkpoint, save_checkpoint, torch_safe_load
-from utils.plotting.results import read_csv_table
-from utils.loggers.csv_logger import RESULTS_KEYS
 from utils.data.shapes import SHAPE_NAMES
-from engine.train_options import NothingToResumeError, TrainOptions
+from utils.loggers.csv_logger import RESULTS_KEYS
+from utils.plotting.results import read_csv_table
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "upstream" / "yolov5n-trained.pt"
@@ -135,9 +135,9 @@ def test_finished_checkpoints_are_stripped_and_valid(finished_run):
 
 
 def test_val_runs_on_produced_best_pt(finished_run, tiny_data):
-    from engine import validator
+    import val
 
-    (p, r, map50, map5095, *losses), maps, times = validator.run(
+    (p, r, map50, map5095, *losses), maps, times = val.run(
         tiny_data, weights=str(finished_run / "weights" / "best.pt"), imgsz=64, batch_size=4, device="cpu",
         workers=0, project=str(finished_run.parent), name="val", plots=False)
     assert 0 <= map5095 <= map50 <= 1 and 0 <= p <= 1 and 0 <= r <= 1
@@ -254,7 +254,7 @@ def _handful_of_builtin_images(root: Path, count: int = 4, copies: int = 16) -> 
 @pytest.mark.slow
 def test_learning_overfits_a_handful_of_builtin_images(tmp_path):
     """yolov5n from scratch reaches mAP50 > 0.5 on 4 built-in images within 200 optimizer steps (64 px)."""
-    from engine import validator
+    import val
     from engine.train_options import load_hyp
 
     data = _handful_of_builtin_images(tmp_path / "handful")
@@ -262,7 +262,7 @@ def test_learning_overfits_a_handful_of_builtin_images(tmp_path):
     opt = train.run(data=data, hyp=hyp, optimizer="Adam", epochs=200, imgsz=64, batch_size=64, workers=0,
                     device="cpu", noautoanchor=True, noplots=True, noval=True, nosave=True, patience=0,
                     project=str(tmp_path), name="learn")
-    (precision, recall, map50, map5095, *_), _, _ = validator.run(
+    (precision, recall, map50, map5095, *_), _, _ = val.run(
         data, weights=str(Path(opt.save_dir) / "weights" / "best.pt"), imgsz=64, batch_size=64, device="cpu",
         workers=0, plots=False, project=str(tmp_path), name="val")
     assert map50 > 0.5, f"mAP50 {map50:.3f} after 200 steps (P {precision:.3f}, R {recall:.3f})"

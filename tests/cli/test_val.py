@@ -105,7 +105,7 @@ def test_study_writes_txt_zip_and_png(monkeypatch, data_yaml, tmp_path):
 
 @pytest.mark.slow
 def test_cli_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "tests" / "utils"))
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "engine"))
     from test_validator import make_dataset
 
     from models.yolo import DetectionModel

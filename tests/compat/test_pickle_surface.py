@@ -28,7 +28,7 @@ IMPORTABLE = {
     "models.common": ["autopad", "DetectMultiBackend", "AutoShape", "Detections"],
     "models.experimental": ["attempt_load", "CrossConv", "GhostConv", "GhostBottleneck"],
 }
-# Upstream public Python API (issue 2, item 7) and the module each name must be importable from.
+# Upstream public Python API and the module each name must be importable from.
 PUBLIC_API = {
     "utils.general": ["check_yaml", "check_file", "increment_path", "scale_boxes", "xywh2xyxy", "xyxy2xywh",
                       "xywhn2xyxy", "xyxy2xywhn", "clip_boxes", "make_divisible", "LOGGER", "non_max_suppression"],

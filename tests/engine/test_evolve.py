@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from engine.evolve import META, RESULT_KEYS, clamp, mutate, record_generation, select_parent
-from utils.plotting.results import read_csv_table
 from engine.train_options import TrainError
+from utils.plotting.results import read_csv_table
 
 
 def test_clamp_limits_and_rounds():

@@ -10,14 +10,15 @@ import pytest
 import torch
 import torch.nn as nn
 
+from engine.train_options import TrainOptions, prepare_new_run, restore_resume_options
+from engine.trainer import NonFiniteLossError, Trainer, TrainState
 from utils.callbacks import HOOK_NAMES, Callbacks
 from utils.checkpoint import torch_safe_load
+from utils.data.shapes import SHAPE_NAMES
+from utils.hyp import Hyp
 from utils.optim import linear_lr, smart_optimizer
 from utils.plotting.results import read_csv_table
 from utils.precision import PrecisionPolicy
-from utils.data.shapes import SHAPE_NAMES
-from engine.train_options import TrainOptions, prepare_new_run, restore_resume_options
-from engine.trainer import NonFiniteLossError, Trainer, TrainState
 
 CPU = torch.device("cpu")
 
@@ -32,7 +33,7 @@ def bare_trainer(batch_size: int = 16, nw: int = 100, epochs: int = 10) -> Train
     """A Trainer with only what warmup/multi-scale need: a tiny model, its optimizer and the LR lambda."""
     trainer = Trainer.__new__(Trainer)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    trainer.hyp = {"warmup_bias_lr": 0.1, "warmup_momentum": 0.8, "momentum": 0.937, "lrf": 0.01}
+    trainer.hyp = Hyp(warmup_bias_lr=0.1, warmup_momentum=0.8, momentum=0.937, lrf=0.01)
     trainer.optimizer = smart_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
     trainer.lf = linear_lr(epochs, 0.01)
     torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lr_lambda=trainer.lf)
@@ -98,7 +99,7 @@ def test_setup_scales_loss_gains_weight_decay_and_sets_model_attributes(tiny_dat
     assert decays == [0.0, pytest.approx(0.0005), 0.0]
     assert trainer.describe()["param_groups"] == [60, 60, 57] and (trainer.nb, trainer.nw) == (4, 100)
     model = trainer.model
-    assert model.nc == 8 and model.names == dict(enumerate(SHAPE_NAMES)) and model.hyp is hyp
+    assert model.nc == 8 and model.names == dict(enumerate(SHAPE_NAMES)) and model.hyp == hyp.to_dict()
     assert model.class_weights.shape == (8,) and model.class_weights.sum() == pytest.approx(8.0)
     assert callable(trainer.compute_loss) and trainer.amp is False and trainer.channels_last
     assert model.model[0].conv.weight.is_contiguous(memory_format=torch.channels_last)

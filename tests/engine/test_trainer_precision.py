@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils import precision
-from utils.checkpoint import torch_safe_load
 from engine.train_options import TrainOptions, prepare_new_run
 from engine.trainer import Trainer
+from utils import precision
+from utils.checkpoint import torch_safe_load
 
 CPU = torch.device("cpu")
 

@@ -253,7 +253,7 @@ def test_checkpoint_round_trip_in_fresh_process(small_model, tmp_path):
     assert _offending_globals(weights, safe_globals()) == []
     x = torch.rand(1, 3, 64, 64)
     torch.save(x, tmp_path / "x.pt")
-    code = ("import torch; from utils.checkpoint import load_model; "
+    code = ("import torch; from models.loading import load_model; "
             f"m = load_model({str(weights)!r}, fuse=False); x = torch.load({str(tmp_path / 'x.pt')!r}, "
             "weights_only=True)\nwith torch.no_grad(): y = m(x)[0]\n"
             f"torch.save(y, {str(tmp_path / 'y.pt')!r}); print(type(m.model[0]).__module__)")

@@ -211,7 +211,7 @@ def test_checkpoint_round_trip_in_fresh_process(tmp_path):
     file = tmp_path / "v1.pt"
     save_checkpoint(make_checkpoint(model), file)
     torch.save(image, tmp_path / "image.pt")
-    code = ("import torch, sys\nfrom utils.checkpoint import load_model\n"
+    code = ("import torch, sys\nfrom models.loading import load_model\n"
             f"m = load_model(r'{file}')\nx = torch.load(r'{tmp_path / 'image.pt'}', weights_only=True)\n"
             "y = m(x)[0]\nprint(type(m.model[-1]).__module__, type(m.model[-1]).__name__)\n"
             f"torch.save(y, r'{tmp_path / 'out.pt'}')\n")

@@ -215,6 +215,20 @@ def test_loss_selection_by_head_argument_and_hyp():
         make_yolov3_loss(model, model.model[-1], "focal", {})
 
 
+def test_trainer_hyp_keyword_selects_the_loss_and_its_gains_without_model_hyp():
+    from utils.hyp import Hyp
+    from utils.loss import ComputeLoss, build_loss
+
+    model = DetectionModel(tiny_cfg("yolov5", "ciou"))
+    model.hyp = {"v3_loss": "darknet"}  # must not be read when hyp= is given
+    hyp = Hyp.from_dict({**{k: v for k, v in HYP.items() if k in Hyp.keys()}, "v3_loss": 2, "v3_box": 0.25})
+    criterion = build_loss(model, hyp=hyp)
+    assert criterion.variant == "multi_anchor" and criterion.gains == {"box": 0.25, "obj": 1.0, "cls": 1.0}
+    yolov5 = build_loss(model, hyp=Hyp.from_dict({**{k: v for k, v in HYP.items() if k in Hyp.keys()},
+                                                   "v3_loss": 3, "box": 0.125}))
+    assert isinstance(yolov5, ComputeLoss) and yolov5.hyp["box"] == 0.125
+
+
 def test_eval_output_goes_through_nms():
     from utils.nms import non_max_suppression
 
@@ -234,7 +248,7 @@ def test_checkpoint_round_trip_in_fresh_process(tmp_path):
     file = tmp_path / "v3.pt"
     save_checkpoint(make_checkpoint(model), file)
     torch.save(image, tmp_path / "image.pt")
-    code = ("import torch\nfrom utils.checkpoint import load_model\n"
+    code = ("import torch\nfrom models.loading import load_model\n"
             f"m = load_model(r'{file}')\nx = torch.load(r'{tmp_path / 'image.pt'}', weights_only=True)\n"
             "h = m.model[-1]\nprint(type(h).__module__, type(h).__name__, h.decode, h.loss)\n"
             f"torch.save(m(x)[0], r'{tmp_path / 'out.pt'}')\n")

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 from models.experimental import attempt_load
+from models.loading import load_model
 from models.yolo import Detect, DetectionModel
-from utils.checkpoint import load_model
 
 ATOL = 1e-3
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.autoanchor import anchor_metric, check_anchors, kmean_anchors, label_wh
+from utils.autoanchor import anchor_metric, check_anchor_order, check_anchors, kmean_anchors, label_wh
 
 CLUSTERS = np.array([[10, 13], [30, 61], [116, 90], [200, 300], [373, 326]], dtype=float)  # pixels at 640
 
@@ -97,3 +97,26 @@ def test_check_anchors_replaces_poor_anchors(scale):
     assert float(pixels.max()) < 40  # replaced by small anchors, stored in grid units
     areas = pixels.prod(-1).mean(-1)
     assert areas[0] <= areas[-1]  # order follows the strides
+
+
+class _AnchorHead:
+    """The two tensors check_anchor_order reads from a head."""
+
+    def __init__(self, anchors: list, stride: list) -> None:
+        self.anchors = torch.tensor(anchors, dtype=torch.float32)
+        self.stride = torch.tensor(stride, dtype=torch.float32)
+
+
+def test_check_anchor_order_flips_levels_ordered_against_the_strides():
+    small, large = [[10.0, 13.0], [16.0, 30.0]], [[116.0, 90.0], [156.0, 198.0]]
+    head = _AnchorHead([large, small], [8.0, 32.0])
+    check_anchor_order(head)
+    assert head.anchors.tolist() == [small, large]
+    check_anchor_order(head)  # already in order: unchanged
+    assert head.anchors.tolist() == [small, large]
+
+
+def test_models_use_the_autoanchor_check():
+    from models import yolo
+
+    assert yolo.check_anchor_order is check_anchor_order

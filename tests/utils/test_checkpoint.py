@@ -1,4 +1,4 @@
-"""utils/checkpoint.py: safe loading (allow-list), upstream's checkpoint format, legacy fixes, strip_optimizer."""
+"""utils/checkpoint.py and models/loading.py: safe loading, upstream's format, legacy fixes, strip_optimizer."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ import torch
 import torch.nn as nn
 
 from models.common import Conv
+from models.loading import load_model, upgrade_legacy_model
 from models.yolo import Detect, DetectionModel, SegmentationModel
 from utils.checkpoint import (
+    TRUSTED_PACKAGES,
     UnsafeCheckpointError,
-    load_model,
     make_checkpoint,
+    model_classes,
     save_checkpoint,
     strip_optimizer,
     torch_safe_load,
-    upgrade_legacy_model,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +88,7 @@ def test_saved_model_loads_in_a_fresh_process(tiny_model, tmp_path):
     path = tmp_path / "best.pt"
     save_checkpoint(make_checkpoint(tiny_model), path)
     expected = _output(load_model(path, fuse=False))
-    code = ("import json, sys, torch; from utils.checkpoint import load_model; m = load_model(sys.argv[1], fuse=False);"
+    code = ("import json, sys, torch; from models.loading import load_model; m = load_model(sys.argv[1], fuse=False);"
             "torch.manual_seed(1); x = torch.rand(1, 3, 32, 32); y = m(x)[0];"
             "print(json.dumps({'type': type(m).__module__ + '.' + type(m).__name__, 'names': m.names,"
             " 'sum': y.sum().item(), 'shape': list(y.shape)}))")
@@ -254,3 +255,69 @@ def test_strip_optimizer(tiny_model, tmp_path):
     assert all(p.dtype == torch.float16 and not p.requires_grad for p in final["model"].parameters())
     strip_optimizer(source)
     assert torch_safe_load(source)["optimizer"] is None
+
+
+def _fresh_python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_checkpoint_module_imports_no_model_code_and_loads_lazily(upstream_checkpoint, tmp_path):
+    """utils.checkpoint alone loads an upstream checkpoint: the modules it names register their classes."""
+    code = ("import sys; import utils.checkpoint as c, utils.general;"
+            "before = sorted(m for m in sys.modules if m.split('.')[0] in ('models', 'extensions', 'engine'));"
+            "ckpt = c.torch_safe_load(sys.argv[1]);"
+            "names = set(map(c._global_name, c.model_classes()));"
+            "print(before, type(ckpt['model']).__module__, 'models.yolo.Detect' in names)")
+    result = _fresh_python(code, upstream_checkpoint, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-3:] == ["[]", "models.yolo", "True"]
+
+
+def test_strip_optimizer_from_utils_general_in_a_fresh_process(tiny_model, tmp_path):
+    source = tmp_path / "last.pt"
+    save_checkpoint(make_checkpoint(tiny_model, ema=deepcopy(tiny_model), epoch=2, best_fitness=np.array([0.1]),
+                                    optimizer={"state": {}, "param_groups": []}), source)
+    result = _fresh_python("import sys; from utils.general import strip_optimizer; strip_optimizer(sys.argv[1])",
+                           source, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    stripped = torch_safe_load(source)
+    assert stripped["optimizer"] is None and stripped["epoch"] == -1 and stripped["ema"] is None
+    assert isinstance(stripped["model"], DetectionModel)
+
+
+class Untrusted(nn.Module):
+    """A module class outside the trusted packages (this test module)."""
+
+
+def test_classes_outside_the_trusted_packages_are_refused(tmp_path):
+    assert __name__.split(".")[0] not in TRUSTED_PACKAGES
+    path = _save(tmp_path / "foreign.pt", {"model": Untrusted()})
+    with pytest.raises(UnsafeCheckpointError, match="Untrusted"):
+        torch_safe_load(path)
+
+
+def test_unregistered_names_in_trusted_modules_are_refused(tmp_path):
+    """A trusted module is imported, but only the classes it registered are allowed (not its other globals)."""
+
+    class _Reach:
+        def __reduce__(self):
+            from models import yolo
+
+            return yolo.check_yaml, ("x",)
+
+    path = _save(tmp_path / "reach.pt", {"model": _Reach()})
+    with pytest.raises(UnsafeCheckpointError, match="check_yaml"):
+        torch_safe_load(path)
+
+
+def test_model_classes_are_registered_with_their_aliases():
+    import models.experimental  # noqa: F401  (importing a model module registers its classes)
+    from utils.checkpoint import safe_globals
+
+    names = {c.__module__ + "." + c.__qualname__ for c in model_classes()}
+    assert {"models.yolo.DetectionModel", "models.common.Conv", "models.experimental.MixConv2d"} <= names
+    aliases = {entry[1] for entry in safe_globals() if isinstance(entry, tuple)}
+    assert {"models.yolo.Model", "models.experimental.GhostConv"} <= aliases
+

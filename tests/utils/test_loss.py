@@ -26,7 +26,7 @@ def _outputs(nc: int = 3, bs: int = 1, size: int = 64, seed: int = 0) -> list[to
 def parity():
     if not (FIXTURES / "yolov5n-trained.parity.pt").is_file():
         pytest.skip("upstream parity fixtures not available")
-    from utils.checkpoint import load_model
+    from models.loading import load_model
 
     data = torch.load(FIXTURES / "yolov5n-trained.parity.pt", weights_only=True)
     model = load_model(FIXTURES / "yolov5n-trained.pt", fuse=False)
@@ -182,3 +182,21 @@ def test_missing_hyp_is_explained_and_build_loss_hook(parity):
 
     model.model[-1].make_loss = make_loss
     assert build_loss(model) == "custom"
+
+
+def test_hyp_keyword_is_used_instead_of_model_hyp(parity):
+    from copy import deepcopy
+
+    from utils.hyp import Hyp
+
+    model, data = deepcopy(parity[0]), parity[1]
+    expected = ComputeLoss(model)(data["train"], data["targets"])
+    hyp = Hyp.from_dict({k: v for k, v in model.hyp.items() if k in Hyp.keys() or k.startswith("v3_")})
+    model.hyp = {"box": 100.0, "obj": 100.0, "cls": 100.0}  # must not be read when hyp= is given
+    for criterion in (ComputeLoss(model, hyp=hyp), build_loss(model, hyp=hyp)):
+        loss, items = criterion(data["train"], data["targets"])
+        torch.testing.assert_close(loss, expected[0], rtol=1e-6, atol=0)
+        torch.testing.assert_close(items, expected[1], rtol=1e-6, atol=0)
+    seen = []
+    model.model[-1].make_loss = lambda m, hyp=None: seen.append(hyp) or "custom"
+    assert build_loss(model, hyp=hyp) == "custom" and seen == [hyp], "a head's make_loss receives hyp="

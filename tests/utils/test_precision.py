@@ -181,6 +181,26 @@ def test_inference_precision_switch_follows_fp32_env_and_logs_each_change(monkey
     assert messages[-1] == "precision: fp32 (fp32 forced (--fp32 / YOLOV5_FP32))"
 
 
+def test_inference_precision_prepares_a_copied_model_once_without_logging_again(monkeypatch, no_env_override):
+    import copy
+    import pickle
+
+    messages, prepared = [], []
+    monkeypatch.setattr(precision.LOGGER, "info", messages.append)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(PrecisionPolicy, "prepare_model", lambda self, model: prepared.append(model) or model)
+    conv, switch = nn.Conv2d(3, 4, 3), InferencePrecision()
+    switch.update(conv, "cpu")
+    switch.update(conv, "cpu")
+    copied_conv, copied_switch = copy.deepcopy((conv, switch))
+    copied_switch.update(copied_conv, "cpu")
+    copied_switch.update(copied_conv, "cpu")
+    assert prepared == [conv, copied_conv] and len(messages) == 1
+    restored = pickle.loads(pickle.dumps(switch))
+    restored.update(conv, "cpu")
+    assert prepared[-1] is conv and len(prepared) == 3
+
+
 # ------------------------------------------------------------------------------------------------ accuracy guard
 
 
@@ -198,7 +218,7 @@ def parity() -> dict:
 @pytest.fixture(scope="module")
 def fixture_model(parity) -> nn.Module:
     """The upstream fixture model, unfused, fp32, eval mode (tests take copies)."""
-    from utils.checkpoint import load_model
+    from models.loading import load_model
 
     return load_model(WEIGHTS, fuse=False)
 
@@ -270,7 +290,7 @@ def test_channels_last_fp32_matches_nchw(fused_outputs):
 @NEEDS_BF16
 @pytest.mark.parametrize("variant", ["bf16", "bf16_packed"])
 def test_bf16_fast_path_matches_fp32_per_decoded_row(fused_outputs, variant):
-    """Plain autocast and the policy's packed conv kernels (models/cpu_fast.py) are both within the tolerances."""
+    """Plain autocast and the policy's packed conv kernels (utils/cpu_fast.py) are both within the tolerances."""
     _assert_rows_close(fused_outputs["fp32"], fused_outputs[variant])
 
 

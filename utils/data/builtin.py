@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.logging import LOGGER
 from utils.data.shapes import SHAPE_NAMES, draw_background, draw_distractors, draw_shape, shape_polygons
+from utils.logging import LOGGER
 
 GENERATOR_VERSION = 1
 MARKER_FILE = ".builtin-dataset.json"

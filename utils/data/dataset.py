@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 from tqdm import tqdm
 
+from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.data.augment import (
     Albumentations,
     augment_hsv,
@@ -26,8 +27,6 @@ from utils.data.augment import (
     random_hsv_gains,
     random_perspective,
 )
-from utils.boxes import xywhn2xyxy, xyxy2xywhn
-from utils.data.paths import img2label_paths, list_image_files
 from utils.data.images import (
     GIB,
     cache_to_disk,
@@ -38,8 +37,9 @@ from utils.data.images import (
     resized_shape,
 )
 from utils.data.labels import NUM_THREADS, cache_labels, record_counts
-from utils.logging import LOGGER
 from utils.data.mosaic import load_mosaic
+from utils.data.paths import img2label_paths, list_image_files
+from utils.logging import LOGGER
 
 DEFAULT_HYP = {"hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0, "translate": 0.1, "scale": 0.5,
                "shear": 0.0, "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5, "mosaic": 1.0, "mixup": 0.0,

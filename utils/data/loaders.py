@@ -8,7 +8,6 @@ size are read from ``torch.distributed`` when called, never from import-time glo
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import random
@@ -22,9 +21,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.data.augment import letterbox
 from utils.data.dataset import LoadImagesAndLabels
+from utils.data.labels import exif_size, verify_image_label
 from utils.data.paths import IMG_FORMATS, VID_FORMATS, img2label_paths
 from utils.data.sources import LoadImages, LoadScreenshots, LoadStreams  # re-exported (upstream location)
-from utils.data.labels import exif_size, verify_image_label
+from utils.dist import torch_distributed_zero_first  # re-exported (upstream location)
 from utils.logging import LOGGER
 
 __all__ = ["create_dataloader", "InfiniteDataLoader", "SmartDistributedSampler", "seed_worker",
@@ -40,23 +40,6 @@ def _dist_rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return -1, 1
-
-
-@contextlib.contextmanager
-def torch_distributed_zero_first(local_rank: int):
-    """Let rank 0 run the block first (e.g. build the label cache) while the other ranks wait at a barrier.
-
-    Rank 0 reaches the barrier even when the block raises, so the ranks stay in step when a caller retries (the
-    pretrainer reloads a split without labels) instead of waiting forever.
-    """
-    initialised = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if initialised and local_rank not in (-1, 0):
-        torch.distributed.barrier()
-    try:
-        yield
-    finally:
-        if initialised and local_rank == 0:
-            torch.distributed.barrier()
 
 
 def seed_worker(worker_id: int) -> None:

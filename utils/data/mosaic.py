@@ -19,6 +19,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from utils.boxes import xyn2xy, xywhn2xyxy
 from utils.data.augment import (
     PAD_VALUE,
     apply_hsv_lut,
@@ -28,7 +29,6 @@ from utils.data.augment import (
     random_perspective,
     warp_labels,
 )
-from utils.boxes import xyn2xy, xywhn2xyxy
 from utils.data.mosaic_direct import render_direct
 
 

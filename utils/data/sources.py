@@ -1,4 +1,4 @@
-"""Inference sources for detect.py: image/video files, camera indices and stream URLs, screenshots.
+"""Inference sources: image/video files, folders, globs, ``.txt`` lists, camera indices and stream URLs, screenshots.
 
 Every loader yields upstream's 5-tuple ``(path, im, im0, vid_cap, s)``:
 
@@ -18,6 +18,7 @@ import math
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, Union
 
@@ -28,7 +29,8 @@ from utils.data.augment import letterbox
 from utils.data.paths import IMG_FORMATS, VID_FORMATS
 from utils.logging import LOGGER
 
-__all__ = ["LoadImages", "LoadStreams", "LoadScreenshots", "collect_source_files", "is_stream_source", "open_capture"]
+__all__ = ["LoadImages", "LoadStreams", "LoadScreenshots", "SourceKind", "classify_source", "collect_source_files",
+           "is_stream_source", "open_capture", "open_source"]
 
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
 SourceType = Union[str, Path, Sequence[Union[str, Path]]]
@@ -336,3 +338,39 @@ class LoadScreenshots:
             im = np.ascontiguousarray(im.transpose((2, 0, 1))[::-1])
         self.frame += 1
         return str(self.screen), im, im0, None, s
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """What a source string names: an image/video file, a URL, a camera/stream, the screen, or a ``.txt`` list."""
+
+    is_file: bool
+    is_url: bool
+    webcam: bool
+    screenshot: bool
+    list_file: bool
+
+
+def classify_source(source: str) -> SourceKind:
+    """Return the kind of ``source``; an http(s)/rtsp/rtmp URL of an image or video file raises ``ValueError``."""
+    lower = source.lower()
+    is_file = Path(source).suffix[1:].lower() in (IMG_FORMATS + VID_FORMATS)
+    is_url = lower.startswith(STREAM_PREFIXES)
+    if is_url and is_file:
+        raise ValueError(f"--source {source}: downloading files is not allowed in this project; download it yourself "
+                         f"and pass the local path")
+    return SourceKind(is_file=is_file, is_url=is_url, webcam=is_stream_source(source),
+                      screenshot=lower.startswith("screen"), list_file=source.endswith(".txt"))
+
+
+def open_source(source: SourceType, img_size: Union[int, Sequence[int]] = 640, stride: int = 32, auto: bool = True,
+                vid_stride: int = 1) -> LoadImages | LoadStreams | LoadScreenshots:
+    """Return the loader for ``source``: streams/cameras, the screen, or files (also a list of paths)."""
+    if isinstance(source, (list, tuple)):
+        return LoadImages(source, img_size=img_size, stride=stride, auto=auto, vid_stride=vid_stride)
+    kind = classify_source(str(source))
+    if kind.webcam:
+        return LoadStreams(str(source), img_size=img_size, stride=stride, auto=auto, vid_stride=vid_stride)
+    if kind.screenshot:
+        return LoadScreenshots(str(source), img_size=img_size, stride=stride, auto=auto)
+    return LoadImages(source, img_size=img_size, stride=stride, auto=auto, vid_stride=vid_stride)

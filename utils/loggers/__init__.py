@@ -5,7 +5,8 @@ hook method below is registered under its upstream name on a :class:`utils.callb
 is called in turn and isolated from the others: an error in one warns once (per logger and hook) and the others,
 and training, go on.
 
-* ``csv``: :class:`utils.loggers.csv_logger.RunLogger` (``results.csv``, ``results.png``, ``labels.jpg``, train batches).
+* ``csv``: :class:`utils.loggers.csv_logger.RunLogger` (``results.csv``, ``results.png``,
+  ``labels.jpg``, train batches).
 * ``tb``: :class:`utils.loggers.tensorboard.TensorBoardLogger` when ``torch.utils.tensorboard`` imports.
 * ``comet``: :class:`utils.loggers.comet.CometLogger` when ``comet_ml`` imports and is configured
   (``COMET_API_KEY``, a comet config file, or ``COMET_MODE=offline``).
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from utils.dist import is_main_process
-from utils.logging import LOGGER
 from utils.loggers.csv_logger import RESULTS_KEYS, RunLogger
+from utils.logging import LOGGER
+
+__all__ = ["HOOKS", "LOGGERS", "Loggers", "RESULTS_KEYS"]
 
 LOGGERS = ("csv", "tb", "comet")  # upstream's names for the loggers this project has
 HOOKS = ("on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start", "on_train_epoch_start",

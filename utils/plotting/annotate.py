@@ -33,6 +33,7 @@ class Colors:
         self.n = len(self.palette)
 
     def __call__(self, i: int, bgr: bool = False) -> tuple[int, int, int]:
+        """Colour ``i`` of the palette (cycling) as an RGB, or with ``bgr`` a BGR, tuple of 0-255 ints."""
         colour = self.palette[int(i) % self.n]
         return (colour[2], colour[1], colour[0]) if bgr else colour
 

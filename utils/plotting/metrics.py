@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from utils.logging import LOGGER
+from utils.ops import smooth
 
 
 def _save_atomically(draw: Callable[[Any], None], path: Path, figsize: tuple[float, float], dpi: int = 250) -> None:
@@ -77,8 +78,6 @@ def plot_mc_curve(px: np.ndarray, py: np.ndarray, save_dir: str | Path = "mc_cur
     py = np.asarray(py).reshape(-1, len(px))
 
     def draw(fig):
-        from utils.metrics import smooth  # deferred: utils.metrics imports this module
-
         ax = fig.subplots(1, 1)
         per_class = 0 < len(names) < 21
         for i, y in enumerate(py):

@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from tests.dataset_support import make_dataset
-from utils.data.dataset_yaml import ROOT, DatasetNotFoundError, DatasetYAMLError, check_dataset, datasets_dir, download_hint
+from utils.data.dataset_yaml import (
+    ROOT,
+    DatasetNotFoundError,
+    DatasetYAMLError,
+    check_dataset,
+    datasets_dir,
+    download_hint,
+)
 
 
 @pytest.fixture

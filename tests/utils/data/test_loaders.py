@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import utils.data.loaders as dataloaders
 import utils.data.images as image_cache
+import utils.data.loaders as dataloaders
 from tests.dataset_support import fingerprints, make_dataset, write_image, write_label
+from utils.data.dataset import rect_batch_shapes
 from utils.data.loaders import (
     IMG_FORMATS,
     InfiniteDataLoader,
@@ -21,7 +22,6 @@ from utils.data.loaders import (
     create_dataloader,
     img2label_paths,
 )
-from utils.data.dataset import rect_batch_shapes
 from utils.data.paths import list_image_files
 
 

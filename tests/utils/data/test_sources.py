@@ -14,9 +14,12 @@ from utils.data.sources import (
     LoadImages,
     LoadScreenshots,
     LoadStreams,
+    SourceKind,
+    classify_source,
     collect_source_files,
     is_stream_source,
     open_capture,
+    open_source,
 )
 
 
@@ -110,3 +113,16 @@ def test_screenshots_need_mss():
             LoadScreenshots("screen 0")
     else:
         pytest.skip("mss is installed; the clear-error path is not reachable")
+
+
+def test_classify_and_open_source(folder):
+    assert classify_source(str(folder / "a.png")) == SourceKind(True, False, False, False, False)
+    assert classify_source("0").webcam and classify_source("rtsp://host/live").is_url
+    assert classify_source("screen 0 10 10 64 64").screenshot and classify_source("list.txt").list_file
+    with pytest.raises(ValueError, match="not allowed"):
+        classify_source("https://host/a.jpg")
+    loader = open_source([folder / "b.jpg", folder / "a.png"], img_size=64)
+    assert isinstance(loader, LoadImages) and [Path(p).name for p in loader.files] == ["a.png", "b.jpg"]
+    assert isinstance(open_source(str(folder), img_size=64, vid_stride=2), LoadImages)
+    with pytest.raises(ConnectionError, match="camera 97"):
+        open_source("97")

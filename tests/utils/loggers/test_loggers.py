@@ -18,10 +18,10 @@ from utils.loggers import HOOKS, Loggers
 from utils.loggers import comet as comet_module
 from utils.loggers.comet import CometSettings, comet_configured, read_experiment_key
 from utils.loggers.comet_media import native_boxes, per_class_metrics
+from utils.loggers.csv_logger import RESULTS_KEYS
 from utils.loggers.tensorboard import tensorboard_available
 from utils.logging import LOGGER
 from utils.plotting.results import read_csv_table
-from utils.loggers.csv_logger import RESULTS_KEYS
 
 COMET_ENV = ("COMET_API_KEY", "COMET_MODE", "COMET_CONFIG", "COMET_OFFLINE_DIRECTORY", "COMET_PROJECT_NAME",
              "COMET_LOG_BATCH_METRICS", "COMET_UPLOAD_BATCH_METRICS", "COMET_BATCH_LOGGING_INTERVAL",

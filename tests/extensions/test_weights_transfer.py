@@ -1,26 +1,13 @@
-"""Seeds, weight transfer, freezing, the AMP check and the AutoBatch fit."""
+"""Whole-model weight transfer (``--weights``): reading weight files, matching tensors, freezing layers."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
+from extensions.transfer import freeze_layers, intersect_dicts, pretrained_model_yaml, read_pretrained, transfer_weights
 from utils.checkpoint import make_checkpoint, save_checkpoint
-from engine.train_setup import (
-    check_amp,
-    check_train_batch_size,
-    fit_batch_size,
-    freeze_layers,
-    init_seeds,
-    intersect_dicts,
-    pretrained_model_yaml,
-    read_pretrained,
-    transfer_weights,
-)
 
 
 class Tiny(nn.Module):
@@ -29,23 +16,6 @@ class Tiny(nn.Module):
         self.model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, classes, 1))
         self.register_buffer("anchors", torch.ones(2))
         self.yaml = {"nc": classes}
-
-
-def test_init_seeds_makes_python_numpy_and_torch_repeatable():
-    draws = []
-    for _ in range(2):
-        init_seeds(5)
-        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
-    assert draws[0] == draws[1]
-
-
-def test_init_seeds_deterministic_mode_is_warn_only():
-    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    try:
-        init_seeds(1, deterministic=True)
-        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def test_intersect_dicts_keeps_same_name_same_shape_and_honours_exclude():
@@ -87,14 +57,19 @@ def test_freeze_layers_one_value_is_a_prefix_count_several_are_indices():
     assert freeze_layers(model, [0]) == [] and all(p.requires_grad for p in model.parameters())
 
 
-def test_check_amp_is_off_on_cpu():
-    assert check_amp(Tiny()) is False
+def test_weights_and_backbone_weights_share_one_file_reader(tmp_path, monkeypatch):
+    from extensions import transfer
 
+    pytest.importorskip("safetensors")
+    from safetensors.torch import save_file
 
-def test_autobatch_uses_default_on_cpu_and_fits_memory_linearly():
-    assert check_train_batch_size(Tiny(), 64, default=16) == 16
-    sizes = [1, 2, 4, 8, 16]
-    memory = [0.4 + 0.3 * b for b in sizes]  # 0.3 GB per image + 0.4 GB fixed
-    assert fit_batch_size(sizes, memory, free_gb=10.0, fraction=0.8) == 25  # int((8 - 0.4) / 0.3)
-    assert fit_batch_size(sizes, [1.0] * 5, free_gb=10.0) == 16, "a flat fit is anomalous: default"
-    assert fit_batch_size([1, 2], [0.1, None], free_gb=10.0) == 16
+    model = Tiny()
+    file = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(file))
+    read = []
+    original = transfer.read_weights
+    monkeypatch.setattr(transfer, "read_weights", lambda path: read.append(path) or original(path))
+    source = read_pretrained(file)
+    assert source.model is None and source.state_dict.keys() == model.state_dict().keys() and read == [file]
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        read_pretrained(tmp_path / "missing.pt")

@@ -1,16 +1,12 @@
-"""Pieces of training setup that are useful on their own: seeding, weight transfer, freezing, AMP check, AutoBatch.
-
-Each function takes explicit arguments (no ``opt``) so tests and extensions can call it directly.
-"""
+"""The environment a training run executes in, prepared before the first epoch: the seeds of every random
+generator, the CUDA AMP check and AutoBatch. Each function takes explicit arguments (no ``opt``)."""
 
 from __future__ import annotations
 
 import os
 import random
 from copy import deepcopy
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,78 +30,6 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
         torch.backends.cudnn.deterministic = True
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         os.environ["PYTHONHASHSEED"] = str(seed)
-
-
-def intersect_dicts(source: dict, target: dict, exclude: Sequence[str] = ()) -> dict:
-    """Return the entries of ``source`` whose key exists in ``target`` with the same shape, minus ``exclude``.
-
-    A key is excluded when any string of ``exclude`` is a substring of it (e.g. ``'anchor'``).
-    """
-    return {k: v for k, v in source.items()
-            if k in target and not any(x in k for x in exclude) and v.shape == target[k].shape}
-
-
-@dataclass
-class PretrainedSource:
-    """What a ``--weights`` file provides: its checkpoint dict, its model (if pickled) and a float32 state dict."""
-
-    checkpoint: dict
-    model: nn.Module | None
-    state_dict: dict
-
-
-def read_pretrained(weights: Union[str, Path]) -> PretrainedSource:
-    """Load a ``--weights`` file safely: an upstream/our checkpoint (pickled model) or a plain state dict.
-
-    Raises:
-        ValueError: the file holds neither a model nor a state dict (the message lists its keys).
-    """
-    from utils.checkpoint import torch_safe_load
-
-    ckpt = torch_safe_load(weights)
-    if isinstance(ckpt, nn.Module):
-        ckpt = {"model": ckpt}
-    if not isinstance(ckpt, dict):
-        raise ValueError(f"{weights}: expected a checkpoint dict, got {type(ckpt).__name__}")
-    model = ckpt.get("model")
-    if isinstance(model, nn.Module):
-        return PretrainedSource(ckpt, model, {k: v.float() if v.is_floating_point() else v
-                                              for k, v in model.state_dict().items()})
-    state = ckpt.get("state_dict", ckpt)
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise ValueError(f"{weights}: no model or state dict found (keys: {', '.join(map(str, list(ckpt)[:8]))})")
-    return PretrainedSource(ckpt, None, {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-
-
-def transfer_weights(model: nn.Module, state_dict: dict, exclude: Sequence[str] = (), source: str = "") -> int:
-    """Load the matching tensors of ``state_dict`` into ``model`` (non-strict) and log ``Transferred N/M items``.
-
-    Returns:
-        N, the number of tensors transferred.
-    """
-    target = model.state_dict()
-    matched = intersect_dicts(state_dict, target, exclude=exclude)
-    model.load_state_dict(matched, strict=False)
-    LOGGER.info(f"Transferred {len(matched)}/{len(target)} items from {source}")
-    return len(matched)
-
-
-def freeze_layers(model: nn.Module, freeze: Sequence[int]) -> list[str]:
-    """Set ``requires_grad`` for every parameter: False for frozen layers, True for the rest; returns frozen names.
-
-    ``freeze`` is upstream's ``--freeze``: one value N freezes layers ``0..N-1`` (``[10]`` = the YOLOv5 backbone,
-    ``[0]`` = nothing); several values freeze exactly those layer indices.
-    """
-    indices = list(freeze) if len(freeze) > 1 else list(range(int(freeze[0]) if freeze else 0))
-    prefixes = tuple(f"model.{i}." for i in indices)
-    frozen = []
-    for name, param in model.named_parameters():
-        param.requires_grad = not (prefixes and name.startswith(prefixes))
-        if not param.requires_grad:
-            frozen.append(name)
-            LOGGER.info(f"freezing {name}")
-    return frozen
 
 
 def check_amp(model: nn.Module, imgsz: int = 256) -> bool:
@@ -199,16 +123,3 @@ def _batch_memory_gb(model: nn.Module, batch: int, imgsz: int, device: torch.dev
     except RuntimeError as e:  # out of memory at this size: the fit uses the smaller sizes
         LOGGER.debug(f"AutoBatch: batch {batch} failed ({e})")
         return None
-
-
-def pretrained_model_yaml(source: PretrainedSource, weights: Any) -> Any:
-    """Return the architecture (``model.yaml`` dict) stored in a pickled checkpoint.
-
-    Raises:
-        ValueError: the weights are a plain state dict, so ``--cfg`` is needed to know the architecture.
-    """
-    if source.model is None or not hasattr(source.model, "yaml"):
-        raise ValueError(f"--weights {weights} holds a plain state dict without an architecture; also pass "
-                         f"--cfg (e.g. --cfg yolov5n.yaml)")
-    return source.model.yaml
-

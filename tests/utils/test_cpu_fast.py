@@ -1,4 +1,4 @@
-"""models/cpu_fast.py: channel concatenation with channels_last gradients, packed bf16 conv kernels."""
+"""utils/cpu_fast.py: channel concatenation with channels_last gradients, packed bf16 conv kernels, the side table."""
 
 from __future__ import annotations
 
@@ -10,16 +10,20 @@ import torch
 import torch.nn as nn
 
 from models.common import Conv
-from models.cpu_fast import (
-    KERNEL_ATTRIBUTE,
+from models.yolo import DetectionModel
+from utils.checkpoint import torch_safe_load
+from utils.cpu_fast import (
+    PackableConv,
     PackedConvAct,
     cat_channels,
     install_packed_convs,
+    installed_kernel,
     max_pool,
+    packable_convs,
+    packed_kernel,
     packed_kernels_available,
     remove_packed_convs,
 )
-from models.yolo import DetectionModel
 from utils.precision import PrecisionPolicy
 from utils.torch_utils import fuse_conv_and_bn
 
@@ -107,7 +111,7 @@ def test_packed_kernel_strides_and_groups(s, g):
 def test_packed_kernel_is_used_only_for_bf16_autocast_inference(monkeypatch):
     conv = _fused_conv()
     install_packed_convs(conv)
-    kernel = getattr(conv, KERNEL_ATTRIBUTE)
+    kernel = installed_kernel(conv)
     calls = []
     original = PackedConvAct.__call__
     monkeypatch.setattr(PackedConvAct, "__call__", lambda self, x: calls.append(1) or original(self, x))
@@ -149,17 +153,19 @@ def test_packed_kernels_are_skipped_when_tracing():
 
 
 @NEEDS_KERNEL
-def test_models_with_kernels_deepcopy_and_pickle():
+def test_copies_and_pickles_of_a_model_with_kernels_carry_none():
     conv = _fused_conv()
     install_packed_convs(conv)
     x = _channels_last(1, 8, 16, 16)
     reference = _run(conv, x)
     copied = copy.deepcopy(conv)
-    assert getattr(copied, KERNEL_ATTRIBUTE).conv is copied.conv
+    assert installed_kernel(copied) is None and installed_kernel(conv) is not None
     with torch.no_grad():
         copied.conv.weight.zero_()
     assert torch.equal(_run(conv, x), reference)  # the original's packed weight is untouched
     restored = pickle.loads(pickle.dumps(conv))
+    assert installed_kernel(restored) is None and "PackedConvAct" not in str(pickle.dumps(conv))
+    assert install_packed_convs(restored) == 1
     _assert_bf16_close(_run(restored, x), reference)
 
 
@@ -169,15 +175,15 @@ def test_policy_installs_kernels_on_fused_models_only_and_fp32_removes_them(tmp_
     convs = [m for m in model.modules() if isinstance(m, Conv)]
     head_convs = list(model.model[-1].m)
     BF16.prepare_model(model)
-    assert not any(KERNEL_ATTRIBUTE in m.__dict__ for m in convs + head_convs)  # BatchNorm: a training model
+    assert not any(installed_kernel(m) for m in convs + head_convs)  # BatchNorm: a training model
     model.fuse()
     assert install_packed_convs(model) == len(convs) + len(head_convs) == 57 + 3
-    assert all(KERNEL_ATTRIBUTE in m.__dict__ for m in convs + head_convs)
-    assert all(getattr(m, KERNEL_ATTRIBUTE).attr == "none" for m in head_convs)  # no activation after the head
+    assert all(installed_kernel(m) for m in convs + head_convs)
+    assert all(installed_kernel(m).attr == "none" for m in head_convs)  # no activation after the head
     PrecisionPolicy("cpu", None, False, "fp32").prepare_model(model)
-    assert not any(KERNEL_ATTRIBUTE in m.__dict__ for m in convs + head_convs)
+    assert not any(installed_kernel(m) for m in convs + head_convs)
     BF16.prepare_model(model)
-    assert all(KERNEL_ATTRIBUTE in m.__dict__ for m in convs + head_convs)
+    assert all(installed_kernel(m) for m in convs + head_convs)
 
 
 @NEEDS_KERNEL
@@ -200,7 +206,7 @@ def test_detect_head_runs_its_output_convolutions_through_the_packed_kernels(mon
     x = _channels_last(1, 3, 64, 64, seed=2)
     plain = copy.deepcopy(model).to(memory_format=torch.channels_last)
     fast = BF16.prepare_model(copy.deepcopy(model))
-    head_kernels = {id(getattr(conv, KERNEL_ATTRIBUTE)) for conv in fast.model[-1].m}
+    head_kernels = {id(installed_kernel(conv)) for conv in fast.model[-1].m}
     called = []
     original = PackedConvAct.__call__
 
@@ -256,3 +262,107 @@ def test_max_pool_keeps_the_square_pool_for_autograd_other_strides_and_tracing(m
     max_pool(nn.MaxPool2d(5, 1, 2), x.requires_grad_())
     max_pool(nn.MaxPool2d(2, 2), x.detach())
     assert calls == [5, 2]
+
+
+class _FakeKernel:
+    """Stands in for PackedConvAct where oneDNN bf16 is missing: ``act(conv(x)) + 1`` under no_grad, counted."""
+
+    calls: list[str] = []
+
+    def __init__(self, conv: nn.Conv2d, attr: str, scalars: list) -> None:
+        self.conv, self.attr, self.scalars = conv, attr, scalars
+
+    def applies(self, x: torch.Tensor) -> bool:
+        return not torch.is_grad_enabled()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _FakeKernel.calls.append(self.attr)
+        out = nn.functional.conv2d(x, self.conv.weight, self.conv.bias, self.conv.stride, self.conv.padding,
+                                   self.conv.dilation, self.conv.groups)
+        return {"swish": nn.functional.silu, "none": lambda t: t}[self.attr](out) + 1
+
+
+def _fused_model() -> DetectionModel:
+    torch.manual_seed(0)
+    return DetectionModel("models/yolov5n.yaml", nc=3).eval().fuse()
+
+
+def test_modules_offer_their_packable_convolutions():
+    model = DetectionModel("models/yolov5n.yaml", nc=3).eval()
+    assert all(e.head for e in packable_convs(model))  # BatchNorm still in place: only the head's outputs
+    model.fuse()
+    offered = list(packable_convs(model))
+    convs = [m for m in model.modules() if isinstance(m, Conv)]
+    assert [e.owner for e in offered if not e.head] == convs and len(convs) == 57
+    assert all(e.conv is e.owner.conv and e.act is e.owner.act for e in offered if not e.head)
+    heads = [e for e in offered if e.head]
+    assert [e.owner for e in heads] == list(model.model[-1].m) and all(e.conv is e.owner and e.act is None
+                                                                      for e in heads)
+
+
+def test_side_table_installs_runs_and_removes_kernels_without_touching_the_modules():
+    model = _fused_model()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(x)[0]
+    dicts = {id(m): set(m.__dict__) for m in model.modules()}
+    _FakeKernel.calls = []
+    assert install_packed_convs(model, kernel=_FakeKernel) == 57 + 3
+    assert {id(m): set(m.__dict__) for m in model.modules()} == dicts  # nothing stored on the modules
+    head = model.model[-1].m[0]
+    assert installed_kernel(head).attr == "none" and installed_kernel(model.model[0]).attr == "swish"
+    with torch.no_grad():
+        assert packed_kernel(model.model[0], x) is installed_kernel(model.model[0])
+        faked = model(x)[0]
+    assert len(_FakeKernel.calls) == 60 and not torch.allclose(faked, plain)
+    assert packed_kernel(model.model[0], x) is None  # autograd recording: the kernel declines, plain path
+    assert remove_packed_convs(model) == 60 and installed_kernel(head) is None
+    with torch.no_grad():
+        assert torch.equal(model(x.detach())[0], plain)
+
+
+def test_head_convolutions_are_packed_only_on_models_with_fused_layers():
+    model = DetectionModel("models/yolov5n.yaml", nc=3).eval()  # unfused: its Conv layers offer nothing
+    assert install_packed_convs(model, kernel=_FakeKernel) == 0
+    assert all(installed_kernel(m) is None for m in model.modules())
+
+
+def test_unfusable_activations_and_padding_modes_are_skipped():
+    conv = _fused_conv(act=nn.GELU())
+    other = _fused_conv()
+    other.conv.padding_mode = "reflect"
+    assert install_packed_convs(conv, kernel=_FakeKernel) == 0 and install_packed_convs(other, kernel=_FakeKernel) == 0
+
+
+def test_kernels_die_with_their_modules():
+    conv = _fused_conv()
+    install_packed_convs(conv, kernel=_FakeKernel)
+    import utils.cpu_fast as cpu_fast
+
+    before = len(cpu_fast._KERNELS)
+    del conv
+    import gc
+
+    gc.collect()
+    assert len(cpu_fast._KERNELS) == before - 1
+
+
+def test_a_saved_fused_model_with_kernels_installed_loads_with_the_safe_loader(tmp_path):
+    model = _fused_model()
+    assert install_packed_convs(model, kernel=_FakeKernel) == 60
+    path = tmp_path / "fused.pt"
+    torch.save({"model": model}, path)
+    referenced = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    assert not [name for name in referenced if "cpu_fast" in name or "Kernel" in name]
+    loaded = torch_safe_load(path)["model"]
+    assert all(installed_kernel(m) is None for m in loaded.modules())
+    remove_packed_convs(model)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], model(x)[0])
+
+
+def test_packable_conv_defaults():
+    conv = nn.Conv2d(3, 4, 1)
+    entry = PackableConv(conv, conv)
+    assert entry.act is None and entry.head is False

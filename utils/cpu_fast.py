@@ -1,4 +1,4 @@
-"""CPU fast-path kernels used by the layers in ``models/common.py``; nothing here is pickled in checkpoints.
+"""CPU fast-path kernels for model layers; nothing here is pickled with a model.
 
 Measured bottlenecks of bf16 + channels_last on the 2-core AMX Xeon, and what this module does about them:
 
@@ -11,24 +11,26 @@ Measured bottlenecks of bf16 + channels_last on the 2-core AMX Xeon, and what th
   it to its blocked layout, and the SiLU is a separate pass over the output. :class:`PackedConvAct` casts and
   packs the weight once and runs convolution + activation as one oneDNN primitive
   (``torch.ops.mkldnn._convolution_pointwise``, the kernel ``torch.compile`` uses on CPU); yolov5s@640 batch 1
-  measured about 12 % faster end to end. :func:`install_packed_convs` attaches it to fused ``Conv`` layers and to
-  the output convolutions of ``Detect`` heads; it runs only where it is exact to use: CPU, bf16 autocast active,
-  no autograd recording, not tracing.
+  measured about 12 % faster end to end. :func:`install_packed_convs` asks every module of a model for the
+  convolutions it can run packed (a module's ``packable_convs()`` method returning :class:`PackableConv` entries:
+  fused ``Conv`` layers, the output convolutions of ``Detect`` heads) and keeps one kernel per entry in a side
+  table keyed weakly by the module, never in the module's ``__dict__``, so pickling a model with kernels installed
+  stores plain torch modules only. A kernel runs only where it is exact to use: CPU, bf16 autocast active, no
+  autograd recording, not tracing.
 * Inference, stride-1 max pooling (SPPF, SPP). :func:`max_pool` runs a k x k pool as a 1 x k then a k x 1 pool
   (identical values) when no gradient is needed.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import weakref
+from typing import Callable, Iterable, NamedTuple, Optional, Protocol, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.torch_utils import is_channels_last, is_tracing
-
-KERNEL_ATTRIBUTE = "cpu_kernel"  # instance attribute of a fused Conv (or a head's nn.Conv2d): its PackedConvAct
 
 
 class _ChannelsLastCat(torch.autograd.Function):
@@ -100,62 +102,102 @@ def packed_kernels_available() -> bool:
             and onednn_bf16_supported())
 
 
+class ConvKernel(Protocol):
+    """What the side table holds for a module: a callable replacing ``act(conv(x))`` where it :meth:`applies`."""
+
+    def applies(self, x: torch.Tensor) -> bool:
+        """True when this kernel may replace the module's plain path for input ``x``."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``act(conv(x))`` for a (b, c1, h, w) input."""
+
+
+KernelFactory = Callable[[nn.Conv2d, str, list], ConvKernel]
+
+
+class PackableConv(NamedTuple):
+    """One convolution a module offers for packing (returned by a module's ``packable_convs()`` method).
+
+    Attributes:
+        owner: the module whose forward asks :func:`packed_kernel` ``(owner, x)`` for its kernel.
+        conv: the convolution to pack (its weights stay the source of truth).
+        act: the activation applied after ``conv`` (None: no activation).
+        head: True for a head's output convolution, packed only when the model also has packable fused layers
+            (an inference model).
+    """
+
+    owner: nn.Module
+    conv: nn.Conv2d
+    act: Optional[nn.Module] = None
+    head: bool = False
+
+
 class PackedConvAct:
     """``act(conv(x))`` in bf16 as one oneDNN primitive, with the bf16 weight packed once per weight version.
 
-    Used by a fused ``Conv`` (no BatchNorm) when :meth:`applies`; the fp32 ``conv`` stays the source of truth, so
-    a changed weight (``load_state_dict``, in-place edits) is re-packed on the next call. Inputs of any size and
-    batch are accepted (the packed layout is chosen for the first input size; others are correct, if re-ordered).
-    Output: bf16, channels_last.
+    The fp32 ``conv`` stays the source of truth, so a changed weight (``load_state_dict``, in-place edits) is
+    re-packed on the next call; ``conv`` is held weakly (a replaced or deleted convolution turns the kernel off).
+    Inputs of any size and batch are accepted (the packed layout is chosen for the first input size; others are
+    correct, if re-ordered). Output: bf16, channels_last.
     """
 
     def __init__(self, conv: nn.Conv2d, attr: str, scalars: list) -> None:
-        self.conv = conv
+        self._conv = weakref.ref(conv)
         self.attr = attr
         self.scalars = scalars
         self._key: tuple | None = None
         self._weight: torch.Tensor | None = None
         self._bias: torch.Tensor | None = None
 
+    @property
+    def conv(self) -> nn.Conv2d | None:
+        """The convolution this kernel runs (None once it no longer exists)."""
+        return self._conv()
+
     def applies(self, x: torch.Tensor) -> bool:
         """True for a CPU input under active bf16 autocast, with no gradient needed and no tracing."""
-        return (x.device.type == "cpu" and x.dim() == 4 and torch.is_autocast_enabled("cpu")
+        conv = self.conv
+        return (conv is not None and x.device.type == "cpu" and x.dim() == 4 and torch.is_autocast_enabled("cpu")
                 and torch.get_autocast_dtype("cpu") == torch.bfloat16
-                and not (torch.is_grad_enabled() and (x.requires_grad or self.conv.weight.requires_grad))
+                and not (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
                 and not is_tracing())
 
-    def _params(self) -> tuple[list[int], list[int], list[int], int]:
-        conv = self.conv
+    @staticmethod
+    def _params(conv: nn.Conv2d) -> tuple[list[int], list[int], list[int], int]:
         return list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups
 
-    def _packed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        weight, bias = self.conv.weight, self.conv.bias
+    def _packed(self, conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        weight, bias = conv.weight, conv.bias
         key = (_identity(weight), None if bias is None else _identity(bias))
         if key != self._key:
             with torch.no_grad():
                 w = weight.detach().to(torch.bfloat16).contiguous(memory_format=torch.channels_last).to_mkldnn()
-                self._weight = torch._C._nn.mkldnn_reorder_conv2d_weight(w, *self._params(), list(x.shape))
+                self._weight = torch._C._nn.mkldnn_reorder_conv2d_weight(w, *self._params(conv), list(x.shape))
                 self._bias = None if bias is None else bias.detach().to(torch.bfloat16)
             self._key = key
         return self._weight, self._bias
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self._packed(x)
-        return torch.ops.mkldnn._convolution_pointwise(x.to(torch.bfloat16), weight, bias, *self._params(),
+        """Return ``act(conv(x))`` (bf16, channels_last) for a (b, c1, h, w) CPU input."""
+        conv = self.conv
+        weight, bias = self._packed(conv, x)
+        return torch.ops.mkldnn._convolution_pointwise(x.to(torch.bfloat16), weight, bias, *self._params(conv),
                                                        self.attr, self.scalars, "")
 
-    def __deepcopy__(self, memo: dict) -> PackedConvAct:
-        from copy import deepcopy
 
-        return PackedConvAct(deepcopy(self.conv, memo), self.attr, list(self.scalars))
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_key": None, "_weight": None, "_bias": None}
+_KERNELS: weakref.WeakKeyDictionary[nn.Module, ConvKernel] = weakref.WeakKeyDictionary()
 
 
-def packed_kernel(module: nn.Module, x: torch.Tensor) -> PackedConvAct | None:
-    """The :class:`PackedConvAct` installed on ``module`` if it applies to input ``x``, else None."""
-    kernel = module.__dict__.get(KERNEL_ATTRIBUTE)
+def installed_kernel(module: nn.Module) -> ConvKernel | None:
+    """The kernel installed for ``module`` (whatever the input), or None."""
+    return _KERNELS.get(module)
+
+
+def packed_kernel(module: nn.Module, x: torch.Tensor) -> ConvKernel | None:
+    """The kernel installed for ``module`` if it applies to input ``x``, else None (the module's plain path)."""
+    if not _KERNELS:
+        return None
+    kernel = _KERNELS.get(module)
     return kernel if kernel is not None and kernel.applies(x) else None
 
 
@@ -164,55 +206,53 @@ def _identity(t: torch.Tensor) -> tuple[int, int]:
     return t.data_ptr(), -1 if t.is_inference() else t._version
 
 
-def _fused_convs(model: nn.Module) -> Iterable[nn.Module]:
-    from models.common import Conv
+def packable_convs(model: nn.Module) -> Iterable[PackableConv]:
+    """Every :class:`PackableConv` offered by the modules of ``model`` (``model`` included), in module order.
 
+    A module offers convolutions through a ``packable_convs()`` method returning its own entries (not its
+    children's); modules without the method offer none.
+    """
     for m in model.modules():
-        if isinstance(m, Conv) and "bn" not in m._modules and isinstance(m._modules.get("conv"), nn.Conv2d):
-            yield m
-
-
-def _head_convs(model: nn.Module) -> Iterable[nn.Conv2d]:
-    """The per-level 1x1 output convolutions of every ``Detect``-style head (``Detect.m``) in ``model``."""
-    from models.yolo import Detect
-
-    for m in model.modules():
-        if isinstance(m, Detect):
-            yield from (conv for conv in m.m if isinstance(conv, nn.Conv2d))
+        offer = getattr(type(m), "packable_convs", None)
+        if callable(offer):
+            yield from offer(m)
 
 
 def _packable(conv: nn.Conv2d) -> bool:
-    return conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    return isinstance(conv, nn.Conv2d) and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
 
-def install_packed_convs(model: nn.Module) -> int:
-    """Attach a :class:`PackedConvAct` to every fused ``Conv`` whose activation oneDNN can fuse, and to the output
-    convolutions of detection heads (no activation); returns the count.
+def install_packed_convs(model: nn.Module, kernel: KernelFactory | None = None) -> int:
+    """Install a kernel for every offered convolution whose activation oneDNN can fuse; returns the count.
 
-    Unfused layers (still holding BatchNorm, i.e. training models) are left alone; a head's output convolutions are
-    used through the kernel only under the same conditions as any other (:meth:`PackedConvAct.applies`). A no-op
-    returning 0 when the kernel is unavailable in this torch build.
+    Layers (``head=False`` entries) are packed first; head output convolutions only when at least one layer was,
+    i.e. on a fused inference model (training models, still holding BatchNorm, offer no layers). ``kernel`` builds
+    a kernel from ``(conv, post-op name, post-op scalars)``; by default :class:`PackedConvAct`, in which case this
+    is a no-op returning 0 where the oneDNN kernel is unavailable.
     """
-    if not packed_kernels_available():
-        return 0
+    if kernel is None:
+        if not packed_kernels_available():
+            return 0
+        kernel = PackedConvAct
+    entries = list(packable_convs(model))
     count = 0
-    for m in _fused_convs(model):
-        attr = _pointwise_attr(m.act)
-        if attr is not None and _packable(m.conv):
-            setattr(m, KERNEL_ATTRIBUTE, PackedConvAct(m.conv, *attr))
-            count += 1
-    if count:  # a fused (inference) model
-        for conv in _head_convs(model):
-            if _packable(conv):
-                conv.__dict__[KERNEL_ATTRIBUTE] = PackedConvAct(conv, "none", [])
+    for heads in (False, True):
+        if heads and not count:
+            break
+        for entry in entries:
+            if entry.head != heads or not _packable(entry.conv):
+                continue
+            attr = _pointwise_attr(entry.act if entry.act is not None else nn.Identity())
+            if attr is not None:
+                _KERNELS[entry.owner] = kernel(entry.conv, *attr)
                 count += 1
     return count
 
 
 def remove_packed_convs(model: nn.Module) -> int:
-    """Detach every :class:`PackedConvAct` (back to ``act(conv(x))``); returns how many were removed."""
+    """Remove the kernels of every module in ``model`` (back to ``act(conv(x))``); returns how many were removed."""
     count = 0
     for m in model.modules():
-        if m.__dict__.pop(KERNEL_ATTRIBUTE, None) is not None:
+        if _KERNELS.pop(m, None) is not None:
             count += 1
     return count
