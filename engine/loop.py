@@ -239,19 +239,10 @@ class TrainingLoop:
         """Write ``ckpt`` to ``last.pt``, to ``best.pt`` when ``improved``, and to each ``extra`` file; then run
         ``on_model_save(last, epoch, final_epoch, best_fitness, fitness)``."""
         state = self.state
-        self.write_checkpoint(ckpt, self.last)
-        if improved:
-            self.write_checkpoint(ckpt, self.best)
-        for file in extra:
-            self.write_checkpoint(ckpt, file)
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+        for file in [self.last, *([self.best] if improved else []), *extra]:
+            save_checkpoint(ckpt, file)
         self.callbacks.run("on_model_save", self.last, epoch, final_epoch, state.best_fitness, state.fitness)
-
-    @staticmethod
-    def write_checkpoint(ckpt: dict, file: Path) -> Path:
-        """Write ``ckpt`` to ``file`` atomically (temporary file + rename), creating its folder; returns ``file``."""
-        file.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(ckpt, file)
-        return file
 
     def finish(self) -> Any:
         """After the last epoch: strip or export checkpoints, final logs and ``on_train_end``; returns the result."""
