@@ -1,4 +1,5 @@
-"""Pure box and segment geometry.
+"""Pure box and segment geometry: format conversions, clipping and scaling, and the IoU family (``box_iou``,
+``bbox_iou`` with GIoU/DIoU/CIoU, ``bbox_ioa``, ``wh_iou``).
 
 Formats in names: ``xyxy`` = corners (x1, y1, x2, y2); ``xywh`` = centre x, centre y, width, height; a trailing
 ``n`` means normalised to [0, 1] by the image width/height. Every function accepts a ``torch.Tensor`` or a
@@ -8,6 +9,7 @@ Formats in names: ``xyxy`` = corners (x1, y1, x2, y2); ``xywh`` = centre x, cent
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, TypeVar, Union
 
 import numpy as np
@@ -160,3 +162,86 @@ def scale_segments(img1_shape: Shape, segments: Array, img0_shape: Shape, ratio_
         segments[:, 0] /= img0_shape[1]
         segments[:, 1] /= img0_shape[0]
     return segments
+
+
+def box_iou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Return the pairwise IoU matrix (N, M) of xyxy boxes box1 (N, 4) and box2 (M, 4)."""
+    top_left = torch.maximum(box1[:, None, :2], box2[None, :, :2])
+    bottom_right = torch.minimum(box1[:, None, 2:], box2[None, :, 2:])
+    inter = (bottom_right - top_left).clamp(min=0).prod(2)
+    area1 = (box1[:, 2:] - box1[:, :2]).prod(1)
+    area2 = (box2[:, 2:] - box2[:, :2]).prod(1)
+    return inter / (area1[:, None] + area2[None, :] - inter + eps)
+
+
+def _corners_and_sizes(box: torch.Tensor, xywh: bool, eps: float) -> tuple[torch.Tensor, ...]:
+    """Split boxes (..., 4) into x1, y1, x2, y2, w, h, each (..., 1). xyxy heights are clamped to >= eps."""
+    if xywh:
+        x, y, w, h = box.chunk(4, -1)
+        return x - w / 2, y - h / 2, x + w / 2, y + h / 2, w, h
+    x1, y1, x2, y2 = box.chunk(4, -1)
+    return x1, y1, x2, y2, x2 - x1, (y2 - y1).clamp(eps)
+
+
+def bbox_iou(box1: torch.Tensor, box2: torch.Tensor, xywh: bool = True, GIoU: bool = False, DIoU: bool = False,
+             CIoU: bool = False, eps: float = 1e-7) -> torch.Tensor:
+    """Return element-wise IoU, GIoU, DIoU or CIoU (..., 1) of boxes box1 (n, 4) and box2 (n, 4) (or broadcastable).
+
+    Args:
+        box1, box2: boxes in ``xywh`` (default) or xyxy.
+        GIoU/DIoU/CIoU: which penalty to subtract (CIoU wins over DIoU wins over GIoU).
+        eps: added to the union, enclosing area/diagonal and CIoU's alpha denominator.
+
+    CIoU = IoU - (rho^2 / c^2 + alpha v), v = 4/pi^2 (atan(w2/h2) - atan(w1/h1))^2, alpha = v / (v - IoU + 1 + eps)
+    with alpha computed without gradient, as upstream does.
+    """
+    b1_x1, b1_y1, b1_x2, b1_y2, w1, h1 = _corners_and_sizes(box1, xywh, eps)
+    b2_x1, b2_y1, b2_x2, b2_y2, w2, h2 = _corners_and_sizes(box2, xywh, eps)
+    inter = (torch.minimum(b1_x2, b2_x2) - torch.maximum(b1_x1, b2_x1)).clamp(0) * \
+        (torch.minimum(b1_y2, b2_y2) - torch.maximum(b1_y1, b2_y1)).clamp(0)
+    union = w1 * h1 + w2 * h2 - inter + eps
+    iou = inter / union
+    if not (CIoU or DIoU or GIoU):
+        return iou
+    enclose_w = torch.maximum(b1_x2, b2_x2) - torch.minimum(b1_x1, b2_x1)
+    enclose_h = torch.maximum(b1_y2, b2_y2) - torch.minimum(b1_y1, b2_y1)
+    if GIoU and not (CIoU or DIoU):
+        enclose_area = enclose_w * enclose_h + eps
+        return iou - (enclose_area - union) / enclose_area
+    diagonal_sq = enclose_w ** 2 + enclose_h ** 2 + eps
+    centre_dist_sq = ((b2_x1 + b2_x2 - b1_x1 - b1_x2) ** 2 + (b2_y1 + b2_y2 - b1_y1 - b1_y2) ** 2) / 4
+    if not CIoU:
+        return iou - centre_dist_sq / diagonal_sq
+    v = (4 / math.pi ** 2) * (torch.atan(w2 / h2) - torch.atan(w1 / h1)).pow(2)
+    with torch.no_grad():
+        alpha = v / (v - iou + (1 + eps))
+    return iou - (centre_dist_sq / diagonal_sq + v * alpha)
+
+
+def bbox_ioa(box1: np.ndarray, box2: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Return intersection over box2's area for numpy xyxy boxes.
+
+    Args:
+        box1: (4,) or (n, 4).
+        box2: (m, 4).
+
+    Returns:
+        (m,) if box1 is a single box, else (n, m).
+    """
+    single = np.ndim(box1) == 1
+    box1, box2 = np.atleast_2d(box1), np.atleast_2d(box2)
+    inter_w = (np.minimum(box1[:, None, 2], box2[None, :, 2]) - np.maximum(box1[:, None, 0], box2[None, :, 0]))
+    inter_h = (np.minimum(box1[:, None, 3], box2[None, :, 3]) - np.maximum(box1[:, None, 1], box2[None, :, 1]))
+    inter = inter_w.clip(0) * inter_h.clip(0)
+    area2 = (box2[:, 2] - box2[:, 0]) * (box2[:, 3] - box2[:, 1]) + eps
+    ioa = inter / area2[None, :]
+    return ioa[0] if single else ioa
+
+
+box_ioa = bbox_ioa
+
+
+def wh_iou(wh1: torch.Tensor, wh2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Return the IoU matrix (N, M) of sizes wh1 (N, 2) and wh2 (M, 2) as if the boxes shared a centre."""
+    inter = torch.minimum(wh1[:, None], wh2[None]).prod(2)
+    return inter / (wh1.prod(1)[:, None] + wh2.prod(1)[None] - inter + eps)

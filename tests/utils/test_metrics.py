@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision
 
+from utils.boxes import box_ioa
 from utils.logging import LOGGER
 from utils.metrics import (
     ConfusionMatrix,
@@ -20,7 +21,6 @@ from utils.metrics import (
     ap_per_class_voc,
     bbox_ioa,
     bbox_iou,
-    box_ioa,
     box_iou,
     compute_ap,
     fitness,
