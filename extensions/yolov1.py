@@ -115,8 +115,9 @@ class YOLOv1Head(nn.Module):
         """Apply a tensor function (``.to``, ``.half`` ...) to ``stride`` (a plain attribute, not a buffer)."""
         self.stride = fn(self.stride)
 
-    def make_loss(self, model: nn.Module):
-        """Return the YOLOv1 criterion for this head (:class:`extensions.yolov1_loss.YOLOv1Loss`; hyp gains unused)."""
+    def make_loss(self, model: nn.Module, hyp: Any = None):
+        """Return the YOLOv1 criterion for this head (:class:`extensions.yolov1_loss.YOLOv1Loss`). ``hyp`` is accepted
+        like every head's, and unused: the paper's loss has fixed weights (lambda_coord 5, lambda_noobj 0.5)."""
         from extensions.yolov1_loss import YOLOv1Loss
 
         return YOLOv1Loss(self)
