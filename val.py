@@ -9,9 +9,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,16 +20,16 @@ ROOT = FILE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from engine import val_study
 from engine.val_options import DEFAULT_PROJECT, ValOptions
-from engine.val_outputs import plot_study, study_file_name
+from engine.val_study import STUDY_SIZES
 from engine.validator import Validator, build_val_loader, model_stride
 from utils.callbacks import Callbacks
 from utils.data.dataset_yaml import check_dataset
-from utils.files import atomic_write_bytes, check_yaml, increment_path
+from utils.files import check_yaml
 from utils.logging import LOGGER, colorstr
 from utils.metrics import process_batch  # noqa: F401  (upstream exposes val.process_batch)
 
-STUDY_SIZES = tuple(range(256, 1536 + 128, 128))
 Results = tuple[tuple, np.ndarray, tuple[float, float, float]]
 
 
@@ -132,30 +130,8 @@ def main(opt: argparse.Namespace) -> None:
 
 
 def run_study(opt: argparse.Namespace, weights: Sequence[Any], sizes: Sequence[int] = STUDY_SIZES) -> Path:
-    """Validate each model at every image size in ``sizes``; write study_*.txt, study.zip and study.png.
-
-    Files go to a new ``<project>/<name>`` folder (upstream writes them to the working directory). Each txt row is
-    ``P R mAP50 mAP50-95 box obj cls t_pre t_inf t_nms`` for one image size. Returns the folder.
-    """
-    out_dir = increment_path(Path(opt.project) / f"{opt.name}-study", exist_ok=opt.exist_ok, mkdir=True)
-    files = []
-    for w in weights:
-        file = out_dir / study_file_name(opt.data, w)
-        rows = []
-        for size in sizes:
-            LOGGER.info(f"\nRunning {file.name} --imgsz {size}...")
-            kwargs = {**vars(opt), "weights": w, "imgsz": size, "plots": False}
-            results, _, speeds = run(**kwargs)
-            rows.append(list(results) + list(speeds))
-        text = io.StringIO()
-        np.savetxt(text, rows, fmt="%10.4g")
-        atomic_write_bytes(file, text.getvalue().encode("utf-8"))
-        files.append(file)
-    with zipfile.ZipFile(out_dir / "study.zip", "w") as archive:
-        for file in files:
-            archive.write(file, file.name)
-    plot_study(files, sizes, out_dir / "study.png")
-    return out_dir
+    """``--task study``: validate each of ``weights`` at every image size (see :func:`engine.val_study.run_study`)."""
+    return val_study.run_study(vars(opt), weights, validate=run, sizes=sizes)
 
 
 if __name__ == "__main__":
