@@ -38,15 +38,15 @@ def git_info(path: Path = ROOT) -> dict:
 def load_run_hyp(hyp_source: Any) -> tuple[dict, Hyp]:
     """Return the run's hyperparameters as loaded (the dict ``hyp.yaml``/``opt.yaml`` store) and as a ``Hyp``.
 
+    Keys training does not know are kept in the dict (and so in ``hyp.yaml``) as upstream keeps them, warned about
+    by :func:`engine.train_options.load_hyp`, and left out of the ``Hyp``.
+
     Raises:
-        TrainError: an unknown key, or ``nbs`` is not a positive integer.
+        TrainError: ``nbs`` is not a positive integer.
     """
     values = load_hyp(hyp_source)
     LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in values.items()))
-    try:
-        hyp = Hyp.from_dict(values)
-    except KeyError as e:
-        raise TrainError(f"--hyp {hyp_source if not isinstance(hyp_source, dict) else 'dict'}: {e.args[0]}") from None
+    hyp = Hyp.from_dict(values, strict=False)
     if hyp.nominal_batch_size < 1:
         raise TrainError(f"hyperparameter nbs={hyp.nbs} (nominal batch size) must be a positive integer")
     return dict(values), hyp

@@ -82,15 +82,21 @@ class Hyp:
         return [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Hyp:
+    def from_dict(cls, values: Mapping[str, Any], strict: bool = True) -> Hyp:
         """Build a ``Hyp`` from a hyp YAML dict (missing keys take the class defaults).
 
+        With ``strict=False`` keys that are neither fields nor extension keys are left out (a caller that already
+        warned about them, as training does for a user's hyp file).
+
         Raises:
-            KeyError: a key is neither a field nor an extension key; the message suggests the closest field.
+            KeyError: ``strict`` and a key is neither a field nor an extension key; the message suggests the
+                closest field.
         """
         known = cls.keys()
         unknown = [k for k in values if k not in known and not str(k).startswith(EXTENSION_PREFIXES)]
-        if unknown:
+        if unknown and not strict:
+            values = {k: v for k, v in values.items() if k not in unknown}
+        elif unknown:
             hints = []
             for key in unknown:
                 close = difflib.get_close_matches(str(key), known, n=1)

@@ -54,3 +54,10 @@ def test_scaled_returns_a_gain_scaled_copy_and_leaves_the_original():
     assert (hyp.cls, hyp.label_smoothing) == (0.5, None), "the original is unchanged"
     two_levels = hyp.scaled(levels=2, nc=80, imgsz=640, label_smoothing=0.0, batch_size=64, accumulate=1)
     assert (two_levels.box, two_levels.cls, two_levels.obj) == pytest.approx((0.075, 0.75, 1.5))
+
+
+def test_non_strict_from_dict_leaves_unknown_keys_out():
+    hyp = Hyp.from_dict({"lr0": 0.02, "my_fork_key": 3.0}, strict=False)
+    assert hyp.lr0 == 0.02 and "my_fork_key" not in hyp.to_dict()
+    with pytest.raises(KeyError, match="my_fork_key"):
+        Hyp.from_dict({"lr0": 0.02, "my_fork_key": 3.0})
