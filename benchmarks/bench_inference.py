@@ -46,7 +46,7 @@ from utils.logging import LOGGER
 from utils.nms import non_max_suppression
 
 CONFIGS = {"n320": ("yolov5n", 320), "s640": ("yolov5s", 640)}
-UPSTREAM_PYTORCH_MS = {"n320": 38.0, "s640": 248.0}  # upstream detect.py inference on this machine kind (issue 5)
+UPSTREAM_PYTORCH_MS = {"n320": 38.0, "s640": 248.0}  # upstream detect.py inference, measured on this machine kind
 BACKENDS = ("PyTorch", "TorchScript", "ONNX Runtime", "OpenCV DNN")
 
 

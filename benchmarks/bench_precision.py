@@ -17,7 +17,7 @@ Same-machine upstream reference: ``--upstream DIR`` also times upstream YOLOv5's
 a folder made with ``pip install --no-deps --target DIR yolov5==7.0.14`` (the PyPI packaging of upstream; nothing
 of it is copied into this project), in fp32 NCHW and with plain bf16 autocast + channels_last. The ratio column
 then divides our best time by upstream fp32 measured in the same interleaved rounds; without ``--upstream`` it uses
-the issue's figures for this machine kind (175 ms, 0.73 s), which the 2-core VM here does not reproduce (steal time
+the reference figures for this machine kind (175 ms, 0.73 s), which the 2-core VM here does not reproduce (steal time
 varies; upstream fp32 measured 190-205 ms and 1.06-1.14 s here).
 
 All variants of one (case, batch) are timed round-robin (``--runs`` rounds after ``--warmup``) so that drifts of
@@ -334,12 +334,12 @@ def case_label(case: str) -> str:
     return f"{name}@{imgsz}"
 
 
-def markdown_table(rows: list[dict], unit: str, scale: float, issue_figure: Callable[[dict], float | None],
+def markdown_table(rows: list[dict], unit: str, scale: float, reference_figure: Callable[[dict], float | None],
                    target: float) -> str:
     """One row per (case, batch), one column per variant (value and ratio to our fp32 NCHW), then the target ratio.
 
     The target column divides the best of our variants by upstream fp32: measured in the same rounds where
-    ``--upstream`` was given, else the issue's figure for this machine kind.
+    ``--upstream`` was given, else the reference figure for this machine kind.
     """
     columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("case", "batch")))
     ours = [c for c in columns if not c.startswith("upstream")]
@@ -356,8 +356,8 @@ def markdown_table(rows: list[dict], unit: str, scale: float, issue_figure: Call
         if UPSTREAM_FP32 in row:
             base = pick(row[UPSTREAM_FP32])
             cells.append(f"{best / base:.2f}x (same rounds)")
-        elif (base := issue_figure(row)) and STATISTIC["name"] != "cpu":
-            cells.append(f"{best / base:.2f}x of the issue's {base * scale:g} {unit}")
+        elif (base := reference_figure(row)) and STATISTIC["name"] != "cpu":
+            cells.append(f"{best / base:.2f}x of the reference {base * scale:g} {unit}")
         else:
             cells.append("-")
         lines.append("| " + " | ".join(cells) + " |")
