@@ -227,7 +227,3 @@ def _time_op(op: Any, x: torch.Tensor, n: int) -> tuple[float, float]:
             t_bwd = float("nan")
         t_fwd += (t1 - t0) * 1000 / n
     return t_fwd, t_bwd
-
-
-# Training helpers that upstream scripts import from ``utils.torch_utils`` live in focused modules that themselves
-# import this one, so they are re-exported lazily (PEP 562) to keep the upstream import paths working.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import zipfile
@@ -20,15 +19,6 @@ from utils.data.dataset_yaml import (
     datasets_dir,
     download_hint,
 )
-
-
-@pytest.fixture
-def log_text(caplog):
-    logger = logging.getLogger("yolov5")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="yolov5")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 def write_yaml(path: Path, data: dict) -> Path:

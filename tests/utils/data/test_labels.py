@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 
@@ -22,17 +21,6 @@ from utils.data.labels import (
     summary_text,
     verify_image_label,
 )
-
-
-@pytest.fixture
-def log_text(caplog):
-    """Capture the project logger (it does not propagate to root by default)."""
-    logger = logging.getLogger("yolov5")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="yolov5")
-    yield caplog
-    logger.removeHandler(caplog.handler)
-
 
 # ---------------------------------------------------------------- parse_label_text
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 
@@ -23,15 +22,6 @@ from utils.data.loaders import (
     img2label_paths,
 )
 from utils.data.paths import list_image_files
-
-
-@pytest.fixture
-def log_text(caplog):
-    logger = logging.getLogger("yolov5")
-    logger.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger="yolov5")
-    yield caplog
-    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture
