@@ -1,8 +1,12 @@
-"""Import a repository file that is not in a package (hubconf.py, a benchmark script) as a module, for tests."""
+"""Test helpers for code outside the test process: import a repository file that is not in a package (hubconf.py,
+a benchmark script) as a module, or run Python code in a fresh interpreter."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,3 +19,10 @@ def import_file(relative: str, name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_fresh_python(code: str, *args: object, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -c code args...`` in a new interpreter that imports the repository (nothing preloaded)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)

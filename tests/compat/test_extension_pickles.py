@@ -7,14 +7,12 @@ these classes by qualified name; renaming or moving one breaks every checkpoint 
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.module_support import run_fresh_python
 from utils.checkpoint import model_classes, safe_globals
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -55,9 +53,7 @@ def test_extension_checkpoint_loads_in_a_process_that_imported_no_extension(tmp_
             "m = torch_safe_load(sys.argv[1])['model'];"
             "x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1));"
             "print(type(m[0]).__module__, m(x).sum().item())")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = run_fresh_python(code, path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     module, total = result.stdout.split()[-2:]
     assert module == "extensions.darknet" and float(total) == pytest.approx(expected, rel=1e-6)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from copy import deepcopy
 from pathlib import Path
@@ -22,6 +20,7 @@ from extensions.timm_backbone import (
 )
 from models.builder import ModelYAMLError, build_model
 from models.yolo import Model
+from tests.module_support import run_fresh_python
 from utils.checkpoint import _offending_globals, make_checkpoint, safe_globals, save_checkpoint
 from utils.files import ROOT, check_yaml, yaml_load
 
@@ -257,7 +256,7 @@ def test_checkpoint_round_trip_in_fresh_process(small_model, tmp_path):
             f"m = load_model({str(weights)!r}, fuse=False); x = torch.load({str(tmp_path / 'x.pt')!r}, "
             "weights_only=True)\nwith torch.no_grad(): y = m(x)[0]\n"
             f"torch.save(y, {str(tmp_path / 'y.pt')!r}); print(type(m.model[0]).__module__)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_fresh_python(code, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("extensions.timm_backbone")
     with torch.no_grad():

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import torch.nn.functional as F
 from extensions.yolov1 import YOLOv1Head, adaptive_avg_pool, decode_yolov1
 from extensions.yolov1_loss import YOLOv1Loss
 from models.yolo import DetectionModel
+from tests.module_support import run_fresh_python
 from utils.files import ROOT, check_yaml, yaml_load
 
 S, B, C = 2, 2, 3
@@ -215,7 +214,7 @@ def test_checkpoint_round_trip_in_fresh_process(tmp_path):
             f"m = load_model(r'{file}')\nx = torch.load(r'{tmp_path / 'image.pt'}', weights_only=True)\n"
             "y = m(x)[0]\nprint(type(m.model[-1]).__module__, type(m.model[-1]).__name__)\n"
             f"torch.save(y, r'{tmp_path / 'out.pt'}')\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = run_fresh_python(code, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-2:] == ["extensions.yolov1", "YOLOv1Head"]
     loaded = torch.load(tmp_path / "out.pt", weights_only=True)

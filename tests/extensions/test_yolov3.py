@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import torch.nn.functional as F
 from extensions.yolov3 import YOLOv3Head
 from extensions.yolov3_loss import YOLOv3Loss, make_yolov3_loss, resolve_variant
 from models.yolo import DetectionModel
+from tests.module_support import run_fresh_python
 from utils.files import ROOT, check_yaml, yaml_load
 
 ANCHORS = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
@@ -252,7 +251,7 @@ def test_checkpoint_round_trip_in_fresh_process(tmp_path):
             f"m = load_model(r'{file}')\nx = torch.load(r'{tmp_path / 'image.pt'}', weights_only=True)\n"
             "h = m.model[-1]\nprint(type(h).__module__, type(h).__name__, h.decode, h.loss)\n"
             f"torch.save(m(x)[0], r'{tmp_path / 'out.pt'}')\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = run_fresh_python(code, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split()[-4:] == ["extensions.yolov3", "YOLOv3Head", "darknet", "multi_anchor"]
     loaded = torch.load(tmp_path / "out.pt", weights_only=True)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import subprocess
-import sys
 from copy import deepcopy
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import torch.nn as nn
 from models.common import Conv
 from models.loading import load_model, upgrade_legacy_model
 from models.yolo import Detect, DetectionModel, SegmentationModel
+from tests.module_support import run_fresh_python
 from utils.checkpoint import (
     TRUSTED_PACKAGES,
     UnsafeCheckpointError,
@@ -92,9 +91,7 @@ def test_saved_model_loads_in_a_fresh_process(tiny_model, tmp_path):
             "torch.manual_seed(1); x = torch.rand(1, 3, 32, 32); y = m(x)[0];"
             "print(json.dumps({'type': type(m).__module__ + '.' + type(m).__name__, 'names': m.names,"
             " 'sum': y.sum().item(), 'shape': list(y.shape)}))")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run([sys.executable, "-c", code, str(path)], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120)
+    result = run_fresh_python(code, path, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["type"] == "models.yolo.DetectionModel" and report["names"] == {"0": "cat", "1": "dog"}
@@ -257,12 +254,6 @@ def test_strip_optimizer(tiny_model, tmp_path):
     assert torch_safe_load(source)["optimizer"] is None
 
 
-def _fresh_python(code: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
-
-
 def test_checkpoint_module_imports_no_model_code_and_loads_lazily(upstream_checkpoint, tmp_path):
     """utils.checkpoint alone loads an upstream checkpoint: the modules it names register their classes."""
     code = ("import sys; import utils.checkpoint as c, utils.general;"
@@ -270,7 +261,7 @@ def test_checkpoint_module_imports_no_model_code_and_loads_lazily(upstream_check
             "ckpt = c.torch_safe_load(sys.argv[1]);"
             "names = set(map(c._global_name, c.model_classes()));"
             "print(before, type(ckpt['model']).__module__, 'models.yolo.Detect' in names)")
-    result = _fresh_python(code, upstream_checkpoint, cwd=tmp_path)
+    result = run_fresh_python(code, upstream_checkpoint, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-3:] == ["[]", "models.yolo", "True"]
 
@@ -279,7 +270,7 @@ def test_strip_optimizer_from_utils_general_in_a_fresh_process(tiny_model, tmp_p
     source = tmp_path / "last.pt"
     save_checkpoint(make_checkpoint(tiny_model, ema=deepcopy(tiny_model), epoch=2, best_fitness=np.array([0.1]),
                                     optimizer={"state": {}, "param_groups": []}), source)
-    result = _fresh_python("import sys; from utils.general import strip_optimizer; strip_optimizer(sys.argv[1])",
+    result = run_fresh_python("import sys; from utils.general import strip_optimizer; strip_optimizer(sys.argv[1])",
                            source, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     stripped = torch_safe_load(source)
