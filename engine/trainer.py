@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import shlex
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -312,6 +314,9 @@ class Trainer(TrainingLoop):
                 self.callbacks.run("on_fit_epoch_end", log_values, state.epoch, state.best_fitness, state.fitness)
         self.callbacks.run("on_train_end", self.last, self.best, state.epoch, state.results)
         LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
+        hint = try_command(self.best if self.best.exists() else self.last, self.data_dict.get("val"), self.imgsz)
+        if hint:
+            LOGGER.info(f"Try the model: {hint}")
         return state.results
 
     def final_validation(self) -> tuple:
@@ -320,3 +325,25 @@ class Trainer(TrainingLoop):
         results, _, _ = self._run_validator(model, iou_thres=0.65 if self.is_coco else 0.60, save_json=self.is_coco,
                                             verbose=True, plots=self.plots)
         return tuple(float(x) for x in results)
+
+
+def try_command(weights: Path, val: Any, imgsz: int) -> str:
+    """Return a ``detect.py`` command line that runs ``weights`` on the first validation source, or '' if none.
+
+    ``val`` is the dataset's resolved ``val`` entry (a folder, a ``.txt`` list or a list of these); a list file or a
+    list falls back to its first entry, and a path that no longer exists gives ''.
+    """
+    source = val[0] if isinstance(val, (list, tuple)) and val else val
+    if not source or not Path(source).exists() or not Path(weights).exists():
+        return ""
+    return f"python detect.py --weights {_shell_path(weights)} --source {_shell_path(source)} --img {imgsz}"
+
+
+def _shell_path(path: Any) -> str:
+    """``path`` relative to the working directory when it lies under it, quoted when it contains spaces."""
+    path = Path(path).resolve()
+    try:
+        text = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        text = str(path)
+    return shlex.quote(text)

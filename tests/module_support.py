@@ -14,10 +14,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def import_file(relative: str, name: str) -> ModuleType:
-    """Execute ``REPO/relative`` as a fresh module called ``name`` and return it."""
+    """Execute ``REPO/relative`` as a fresh module called ``name`` and return it.
+
+    The module is in ``sys.modules`` only while it executes (dataclasses look their module up there), so importing
+    it here never replaces or leaves behind a module of that name.
+    """
     spec = importlib.util.spec_from_file_location(name, REPO / relative)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    previous = sys.modules.get(name)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if previous is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = previous
     return module
 
 

@@ -246,3 +246,19 @@ def test_mid_epoch_stop_is_immediate_alone_and_deferred_to_epoch_end_under_ddp(t
     else:  # every rank runs the whole epoch, then all leave together after the end-of-epoch broadcast
         assert batches_seen == list(range(trainer.nb)) and trainer.nb == 4
         assert len(read_csv_table(tmp_path / "exp" / "results.csv")[1]) == 1
+
+
+def test_try_command_names_the_best_weights_and_the_first_val_source(tmp_path, monkeypatch):
+    from engine.trainer import try_command
+
+    monkeypatch.chdir(tmp_path)
+    weights, val = tmp_path / "runs" / "best.pt", tmp_path / "my data" / "val"
+    weights.parent.mkdir()
+    weights.touch()
+    val.mkdir(parents=True)
+    expected = "python detect.py --weights runs/best.pt --source 'my data/val' --img 256"
+    assert try_command(weights, str(val), 256) == expected
+    assert try_command(weights, [str(val), "other"], 320).endswith("--source 'my data/val' --img 320")
+    assert try_command(weights, str(tmp_path / "missing"), 320) == ""
+    assert try_command(tmp_path / "none.pt", str(val), 320) == ""
+    assert try_command(weights, None, 320) == ""
