@@ -20,13 +20,16 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
 
     Deterministic mode uses ``warn_only=True`` so an op without a deterministic kernel warns instead of failing,
     and sets ``CUBLAS_WORKSPACE_CONFIG`` / ``PYTHONHASHSEED`` as upstream does (this is a call-time side effect).
+    ``torch.use_deterministic_algorithms`` is only called where CUDA is available: the CPU kernels training uses
+    are deterministic already, and the call costs about 2 s of start-up on CPU (it imports torch's compiler stack).
     """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.cuda.is_available():
+            torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         os.environ["PYTHONHASHSEED"] = str(seed)

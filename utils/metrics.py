@@ -264,7 +264,7 @@ class ConfusionMatrix:
         return tp[:-1], fp[:-1]
 
     def plot(self, normalize: bool = True, save_dir: str | Path = "", names: Sequence[str] = ()) -> None:
-        """Write ``confusion_matrix.png`` (seaborn heatmap, columns normalised if ``normalize``) into ``save_dir``."""
+        """Write ``confusion_matrix.png`` (a heatmap, columns normalised if ``normalize``) into ``save_dir``."""
         plot_confusion_matrix(self.matrix, self.nc, Path(save_dir) / "confusion_matrix.png", normalize, names)
 
     def print(self) -> None:

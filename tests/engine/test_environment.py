@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from engine.environment import check_amp, check_train_batch_size, fit_batch_size, init_seeds
+from tests.module_support import run_fresh_python
 
 
 def tiny_model() -> nn.Module:
@@ -24,13 +25,24 @@ def test_init_seeds_makes_python_numpy_and_torch_repeatable():
     assert draws[0] == draws[1]
 
 
-def test_init_seeds_deterministic_mode_is_warn_only():
+def test_init_seeds_deterministic_mode_is_warn_only_where_cuda_exists(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         init_seeds(1, deterministic=True)
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def test_init_seeds_on_a_cpu_only_machine_does_not_load_the_compiler_stack(tmp_path):
+    code = ("import sys, torch; torch.cuda.is_available = lambda: False\n"
+            "from engine.environment import init_seeds\n"
+            "init_seeds(0, deterministic=True)\n"
+            "print('torch._inductor' in sys.modules, torch.are_deterministic_algorithms_enabled(),"
+            " torch.backends.cudnn.deterministic)")
+    done = run_fresh_python(code, cwd=tmp_path)
+    assert done.stdout.split() == ["False", "False", "True"], done.stderr
 
 
 def test_check_amp_is_off_on_cpu():

@@ -94,23 +94,34 @@ def plot_mc_curve(px: np.ndarray, py: np.ndarray, save_dir: str | Path = "mc_cur
 
 def plot_confusion_matrix(matrix: np.ndarray, nc: int, path: str | Path, normalize: bool = True,
                           names: Any = ()) -> None:
-    """Write a seaborn heatmap of a (nc + 1, nc + 1) confusion matrix (rows predicted, columns true).
+    """Write a heatmap of a (nc + 1, nc + 1) confusion matrix (rows predicted, columns true) as a PNG.
 
-    Columns are normalised to sum 1 when ``normalize``; cells below 0.005 are blanked. Cells are annotated when
-    nc < 30; tick labels are the names plus 'background' when len(names) == nc < 99.
+    Columns are normalised to sum 1 when ``normalize``; cells below 0.005 are blank. Cells are annotated when
+    nc < 30; tick labels are the names plus 'background' when len(names) == nc < 99. Drawn with matplotlib alone
+    (an image plus one text per non-blank cell), at 150 dpi.
     """
     names = list(names.values()) if isinstance(names, dict) else list(names)
     array = matrix / ((matrix.sum(0).reshape(1, -1) + 1e-9) if normalize else 1)
     array = np.where(array < 0.005, np.nan, array)
-    ticklabels = (names + ["background"]) if 0 < len(names) < 99 and len(names) == nc else "auto"
+    labelled = 0 < len(names) < 99 and len(names) == nc
 
     def draw(fig):
-        import seaborn as sn
-
         ax = fig.subplots(1, 1)
-        sn.heatmap(array, ax=ax, annot=nc < 30, annot_kws={"size": 8}, cmap="Blues", fmt=".2f", square=True,
-                   vmin=0.0, xticklabels=ticklabels, yticklabels=ticklabels).set_facecolor((1, 1, 1))
+        finite = array[np.isfinite(array)]
+        image = ax.imshow(np.ma.masked_invalid(array), cmap="Blues", vmin=0.0,
+                          vmax=float(finite.max()) if finite.size else 1.0)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        if nc < 30:
+            rows, cols = np.nonzero(np.isfinite(array))
+            threshold = 0.5 * (float(finite.max()) if finite.size else 1.0)
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                ax.text(c, r, f"{array[r, c]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if array[r, c] > threshold else "black")
+        if labelled:
+            ticks = range(nc + 1)
+            ax.set_xticks(ticks, labels=[*names, "background"], rotation=90)
+            ax.set_yticks(ticks, labels=[*names, "background"])
         ax.tick_params(labelsize=10 if nc < 50 else 8)
         ax.set(xlabel="True", ylabel="Predicted", title="Confusion Matrix")
 
-    _save_atomically(draw, Path(path), (12, 9))
+    _save_atomically(draw, Path(path), (12, 9), dpi=150)
