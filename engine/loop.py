@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from engine.train_options import TrainError
 from utils.callbacks import Callbacks
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import checkpoint_bytes, save_checkpoint
 from utils.dist import broadcast_from_main, get_world_size, is_main_process
 from utils.logging import LOGGER
 
@@ -240,8 +240,9 @@ class TrainingLoop:
         ``on_model_save(last, epoch, final_epoch, best_fitness, fitness)``."""
         state = self.state
         self.weights_dir.mkdir(parents=True, exist_ok=True)
+        data = checkpoint_bytes(ckpt)  # serialised once for every file it goes to
         for file in [self.last, *([self.best] if improved else []), *extra]:
-            save_checkpoint(ckpt, file)
+            save_checkpoint(data, file)
         self.callbacks.run("on_model_save", self.last, epoch, final_epoch, state.best_fitness, state.fitness)
 
     def finish(self) -> Any:

@@ -11,6 +11,7 @@ import math
 import random
 import shlex
 import time
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,9 +26,9 @@ from engine.loop import TQDM_BAR_FORMAT, LoopState, NonFiniteLossError, Training
 from engine.train_options import TrainError, TrainOptions
 from engine.validator import Validator, ValOptions
 from extensions.transfer import freeze_layers
-from models.loading import load_model
+from models.loading import load_model, model_from_checkpoint
 from utils.callbacks import Callbacks
-from utils.checkpoint import make_checkpoint, strip_optimizer
+from utils.checkpoint import make_checkpoint, strip_optimizer, stripped_checkpoint, write_stripped
 from utils.dist import get_rank
 from utils.files import yaml_save
 from utils.hyp import Hyp
@@ -76,6 +77,7 @@ class Trainer(TrainingLoop):
         self.dataset = self.val_loader = self.compute_loss = None
         self.labels, self.nw = np.zeros((0, 5)), 0  # all training labels (n, 5); warmup steps
         self.stopper: EarlyStopping | None = None
+        self.final_checkpoints: dict[Path, dict] = {}  # last/best path -> its stripped checkpoint (this process)
 
     @property
     def channels_last(self) -> bool:
@@ -293,8 +295,11 @@ class Trainer(TrainingLoop):
         ckpt = make_checkpoint(self.model, self.ema.ema, epoch, np.array([state.best_fitness]), self.ema.updates,
                                self.optimizer.state_dict(), self.opt.to_dict(), self.git)
         periodic = self.opt.save_period > 0 and epoch % self.opt.save_period == 0
-        self.save_epoch(ckpt, epoch, final_epoch, improved=state.best_fitness == state.fitness,
+        improved = state.best_fitness == state.fitness
+        self.save_epoch(ckpt, epoch, final_epoch, improved=improved,
                         extra=[self.weights_dir / f"epoch{epoch}.pt"] if periodic else [])
+        final = stripped_checkpoint(ckpt)  # what finish() writes, kept so it need not read the files back
+        self.final_checkpoints.update({self.last: final, **({self.best: final} if improved else {})})
 
     def finish(self) -> tuple:
         """After the last epoch: strip checkpoints, validate ``best.pt`` with plots, ``on_train_end``."""
@@ -304,7 +309,9 @@ class Trainer(TrainingLoop):
         hours = (time.time() - self.t0) / 3600
         LOGGER.info(f"\n{state.epoch - state.start_epoch + 1} epochs completed in {hours:.3f} hours.")
         for checkpoint in (self.last, self.best):
-            if checkpoint.exists():
+            if checkpoint in self.final_checkpoints:
+                write_stripped(self.final_checkpoints[checkpoint], checkpoint)
+            elif checkpoint.exists():  # written by an earlier process (resumed run)
                 strip_optimizer(checkpoint)
         if self.best.exists():
             LOGGER.info(f"\nValidating {self.best}...")
@@ -320,8 +327,14 @@ class Trainer(TrainingLoop):
         return state.results
 
     def final_validation(self) -> tuple:
-        """Validate stripped ``best.pt`` (fused) with verbose per-class output and plots; returns results."""
-        model = load_model(self.best, self.device)
+        """Validate stripped ``best.pt`` (fused) with verbose per-class output and plots; returns results.
+
+        The model is the one just written to ``best.pt`` (a copy kept in memory) or, for a resumed run whose best
+        epoch came before, read back from the file.
+        """
+        kept = self.final_checkpoints.get(self.best)
+        model = (model_from_checkpoint(deepcopy(kept), self.best, self.device) if kept is not None
+                 else load_model(self.best, self.device))
         results, _, _ = self._run_validator(model, iou_thres=0.65 if self.is_coco else 0.60, save_json=self.is_coco,
                                             verbose=True, plots=self.plots)
         return tuple(float(x) for x in results)

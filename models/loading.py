@@ -7,7 +7,7 @@ classes, which registers them in its allow-list. Legacy compatibility fixes for 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -15,7 +15,7 @@ import torch.nn as nn
 from models.yolo import Detect, DetectionModel
 from utils.checkpoint import PathLike, extract_model, torch_safe_load
 
-__all__ = ["extract_model", "load_model", "upgrade_legacy_model"]
+__all__ = ["extract_model", "load_model", "model_from_checkpoint", "upgrade_legacy_model"]
 
 _INPLACE_TYPES = (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU, Detect, DetectionModel)
 
@@ -51,8 +51,14 @@ def load_model(weights: PathLike, device: Optional[torch.device] = None, inplace
         FileNotFoundError, UnsafeCheckpointError, RuntimeError: from :func:`utils.checkpoint.torch_safe_load`.
         ValueError: the file holds no model object (e.g. a plain state dict).
     """
-    ckpt = torch_safe_load(weights)
-    model = extract_model(ckpt, weights)
+    return model_from_checkpoint(torch_safe_load(weights), weights, device, inplace, fuse)
+
+
+def model_from_checkpoint(ckpt: Any, source: PathLike = "<checkpoint>", device: Optional[torch.device] = None,
+                          inplace: bool = True, fuse: bool = True) -> nn.Module:
+    """:func:`load_model` for a checkpoint already in memory (a dict or a bare model); ``ckpt``'s model is used in
+    place (deepcopy it first to keep it). ``source`` names it in errors."""
+    model = extract_model(ckpt, source)
     model = model.to(device or "cpu").float()
     upgrade_legacy_model(model, inplace)
     if fuse and hasattr(model, "fuse"):

@@ -250,11 +250,17 @@ def extract_model(ckpt: Any, source: PathLike = "<checkpoint>") -> nn.Module:
     return model
 
 
-def save_checkpoint(ckpt: dict, file: PathLike) -> None:
-    """Write a checkpoint dict atomically (temporary file + rename), so a crash never leaves half a file."""
+def checkpoint_bytes(ckpt: dict) -> bytes:
+    """Serialise a checkpoint dict with ``torch.save`` (once, for any number of files)."""
     buffer = io.BytesIO()
     torch.save(ckpt, buffer)
-    atomic_write_bytes(file, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_checkpoint(ckpt: dict | bytes, file: PathLike) -> None:
+    """Write a checkpoint (dict, or its :func:`checkpoint_bytes`) atomically (temporary file + rename), so a crash
+    never leaves half a file."""
+    atomic_write_bytes(file, ckpt if isinstance(ckpt, bytes) else checkpoint_bytes(ckpt))
 
 
 def contiguous_tensors(value: Any) -> Any:
@@ -295,17 +301,29 @@ def make_checkpoint(model: nn.Module, ema: Optional[nn.Module] = None, epoch: in
     }
 
 
+def stripped_checkpoint(ckpt: dict) -> dict:
+    """Return the final form of a training checkpoint: model <- EMA (fp16, no grads), optimizer/EMA state and
+    ``best_fitness``/``updates`` None, ``epoch`` -1. A new dict; the model object is shared with ``ckpt``."""
+    final = dict(ckpt)
+    if final.get("ema"):
+        final["model"] = final["ema"]
+    for k in ("optimizer", "best_fitness", "ema", "updates"):
+        final[k] = None
+    final["epoch"] = -1
+    final["model"].half()
+    for p in final["model"].parameters():
+        p.requires_grad = False
+    return final
+
+
+def write_stripped(ckpt: dict, file: PathLike, source: PathLike = "") -> None:
+    """Save :func:`stripped_checkpoint` of ``ckpt`` to ``file`` atomically and log upstream's line."""
+    save_checkpoint(stripped_checkpoint(ckpt), file)
+    mb = Path(file).stat().st_size / 1e6
+    saved_as = f" saved as {file}," if source and Path(source) != Path(file) else ""
+    LOGGER.info(f"Optimizer stripped from {source or file},{saved_as} {mb:.1f}MB")
+
+
 def strip_optimizer(f: PathLike = "best.pt", s: PathLike = "") -> None:
     """Make a final checkpoint: model <- EMA, drop optimizer/EMA state, fp16, no grads; saved to ``s`` or ``f``."""
-    ckpt = torch_safe_load(f)
-    if ckpt.get("ema"):
-        ckpt["model"] = ckpt["ema"]
-    for k in ("optimizer", "best_fitness", "ema", "updates"):
-        ckpt[k] = None
-    ckpt["epoch"] = -1
-    ckpt["model"].half()
-    for p in ckpt["model"].parameters():
-        p.requires_grad = False
-    save_checkpoint(ckpt, s or f)
-    mb = Path(s or f).stat().st_size / 1e6
-    LOGGER.info(f"Optimizer stripped from {f},{f' saved as {s},' if s else ''} {mb:.1f}MB")
+    write_stripped(torch_safe_load(f), s or f, source=f)
