@@ -259,16 +259,24 @@ class ComputeLoss(YoloLoss):
     """
 
     def __init__(self, model: nn.Module, autobalance: bool = False, hyp: Hyp | Mapping | None = None) -> None:
-        core = de_parallel(model)
-        hyp = hyp if hyp is not None else getattr(core, "hyp", None) or getattr(model, "hyp", None)
-        if isinstance(hyp, Hyp):
-            hyp = hyp.to_dict()
-        if not isinstance(hyp, Mapping):
-            raise AttributeError("ComputeLoss needs hyperparameters: pass hyp= or set model.hyp (a dict such as box, "
-                                 "obj, cls, anchor_t) before building the loss, as train.py does")
-        head = core.model[-1]
-        device = next(model.parameters()).device
-        super().__init__(dict(hyp), head.anchors.to(device), head.nc, head.stride, autobalance)
+        hyp, head, device = loss_setup(model, hyp, "train.py")
+        super().__init__(hyp, head.anchors.to(device), head.nc, head.stride, autobalance)
+
+
+def loss_setup(model: nn.Module, hyp: Hyp | Mapping | None, script: str) -> tuple[dict, nn.Module, torch.device]:
+    """Return (hyp dict, head, device) for a loss built from ``model``: ``hyp`` if given, else ``model.hyp``.
+
+    Raises:
+        AttributeError: no hyperparameters anywhere (``script`` names who normally sets ``model.hyp``).
+    """
+    core = de_parallel(model)
+    hyp = hyp if hyp is not None else getattr(core, "hyp", None) or getattr(model, "hyp", None)
+    if isinstance(hyp, Hyp):
+        hyp = hyp.to_dict()
+    if not isinstance(hyp, Mapping):
+        raise AttributeError("ComputeLoss needs hyperparameters: pass hyp= or set model.hyp (a dict such as box, "
+                             f"obj, cls, anchor_t) before building the loss, as {script} does")
+    return dict(hyp), core.model[-1], next(model.parameters()).device
 
 
 def build_loss(model: nn.Module,

@@ -22,9 +22,8 @@ import torch.nn.functional as F
 
 from utils.boxes import xywh2xyxy
 from utils.hyp import Hyp
-from utils.loss import Assignment, YoloLoss
+from utils.loss import Assignment, YoloLoss, loss_setup
 from utils.mask_ops import box_region
-from utils.torch_utils import de_parallel
 
 __all__ = ["ComputeLoss", "SegmentLoss", "per_image_rank"]
 
@@ -110,17 +109,9 @@ class ComputeLoss(SegmentLoss):
 
     def __init__(self, model: nn.Module, autobalance: bool = False, overlap: bool = False,
                  hyp: Hyp | Mapping | None = None) -> None:
-        core = de_parallel(model)
-        hyp = hyp if hyp is not None else getattr(core, "hyp", None) or getattr(model, "hyp", None)
-        if isinstance(hyp, Hyp):
-            hyp = hyp.to_dict()
-        if not isinstance(hyp, Mapping):
-            raise AttributeError("ComputeLoss needs hyperparameters: pass hyp= or set model.hyp (a dict such as box, "
-                                 "obj, cls, anchor_t) before building the loss, as segment/train.py does")
-        head = core.model[-1]
+        hyp, head, device = loss_setup(model, hyp, "segment/train.py")
         if not hasattr(head, "nm"):
             raise TypeError(f"utils.segment.loss.ComputeLoss needs a model with a Segment head, got "
                             f"{type(head).__name__}; use utils.loss.ComputeLoss for detection")
-        device = next(model.parameters()).device
-        super().__init__(dict(hyp), head.anchors.to(device), head.nc, head.stride, nm=head.nm, overlap=overlap,
+        super().__init__(hyp, head.anchors.to(device), head.nc, head.stride, nm=head.nm, overlap=overlap,
                          autobalance=autobalance)
