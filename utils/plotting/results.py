@@ -56,17 +56,19 @@ def _smooth(y: np.ndarray, sigma: float = 3.0) -> np.ndarray:
     return gaussian_filter1d(y, sigma=sigma, mode="nearest") if len(y) > 1 else y
 
 
-def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "") -> Path:  # noqa: A002 (upstream name)
+def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "",  # noqa: A002 (upstream name)
+                 panels: Sequence[str] = RESULTS_PANELS) -> Path:
     """Plot ``results.csv`` (``file``, or ``dir/results.csv``) as ``results.png`` beside it; returns the png path.
 
-    Each panel shows one column against the epoch, with a smoothed dotted trend line.
+    Each panel shows one column (``panels``: names, 2 rows) against the epoch, with a smoothed dotted trend line.
     """
     csv = Path(dir) / "results.csv" if dir else Path(file)
     header, values = read_csv_table(csv)
-    figure = _new_figure(12, 6)
-    axes = figure.subplots(2, 5).ravel()
+    columns = -(-len(panels) // 2)
+    figure = _new_figure(2.4 * columns, 6)
+    axes = figure.subplots(2, columns).ravel()
     epochs = values[:, 0] if values.size else np.zeros(0)
-    for ax, name in zip(axes, RESULTS_PANELS, strict=True):
+    for ax, name in zip(axes, panels, strict=False):
         if name in header and values.size:
             y = values[:, header.index(name)]
             ax.plot(epochs, y, marker=".", label=csv.parent.name, linewidth=2, markersize=8)
