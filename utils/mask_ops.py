@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CV2_MAX_CHANNELS = 512  # cv2.resize handles at most this many channels per call
+CV2_MAX_CHANNELS = 128  # channels per cv2.resize call (OpenCV 5 accepts at most 128, OpenCV 4 up to 512)
 
 
 def box_region(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
