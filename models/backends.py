@@ -138,7 +138,8 @@ class DetectMultiBackend(nn.Module):
             raise ValueError(f"{w}: {what} is not supported by this build; supported model files are .pt, "
                              f".torchscript and .onnx (export with: python export.py --include torchscript onnx)")
         if not Path(w).is_file():
-            raise FileNotFoundError(f"Weights file not found: {w}")
+            raise FileNotFoundError(f"Weights file not found: {w}. Nothing is downloaded at run time: put the file "
+                                    f"at {Path(w).resolve()} or pass the path of a local one with --weights")
 
     def _load_pytorch(self, weights: Any, fuse: bool) -> None:
         from models.experimental import attempt_load

@@ -16,13 +16,9 @@ import numpy as np
 import torch
 
 from utils.plotting.annotate import _as_numpy, colors, plot_images
-from utils.plotting.results import PathLike, plot_results
+from utils.plotting.results import SEGMENT_PANELS, PathLike, plot_results
 
 MASK_ALPHA = 0.5
-SEGMENT_PANELS = ("train/box_loss", "train/seg_loss", "train/obj_loss", "train/cls_loss", "metrics/precision(B)",
-                  "metrics/recall(B)", "metrics/mAP_0.5(B)", "metrics/mAP_0.5:0.95(B)", "val/box_loss",
-                  "val/seg_loss", "val/obj_loss", "val/cls_loss", "metrics/precision(M)", "metrics/recall(M)",
-                  "metrics/mAP_0.5(M)", "metrics/mAP_0.5:0.95(M)")
 
 
 def instance_index(masks: np.ndarray) -> np.ndarray:

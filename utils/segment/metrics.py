@@ -51,13 +51,14 @@ def ap_per_class_box_and_mask(tp_m: ArrayLike, tp_b: ArrayLike, conf: ArrayLike,
         plot: write ``Box*_curve.png`` and ``Mask*_curve.png`` (PR, F1, P, R) to ``save_dir``.
 
     Returns:
-        ``{"boxes": {...}, "masks": {...}}``, each with ``p``, ``r``, ``f1`` (c,), ``ap`` (c, 10) and ``ap_class`` (c,).
+        ``{"boxes": {...}, "masks": {...}}``, each with ``p``, ``r``, ``f1`` (c,), ``ap`` (c, 10), ``ap_class`` (c,)
+        and the ``tp``/``fp`` counts (c,) at the best-F1 confidence.
     """
     results = {}
     for key, tp, prefix in (("boxes", tp_b, "Box"), ("masks", tp_m, "Mask")):
-        p, r, f1, ap, ap_class = ap_per_class(tp, conf, pred_cls, target_cls, plot=plot, save_dir=save_dir,
-                                              names=names, prefix=prefix)[2:]
-        results[key] = {"p": p, "r": r, "ap": ap, "f1": f1, "ap_class": ap_class}
+        tp_count, fp_count, p, r, f1, ap, ap_class = ap_per_class(tp, conf, pred_cls, target_cls, plot=plot,
+                                                                  save_dir=save_dir, names=names, prefix=prefix)
+        results[key] = {"p": p, "r": r, "ap": ap, "f1": f1, "ap_class": ap_class, "tp": tp_count, "fp": fp_count}
     return results
 
 
