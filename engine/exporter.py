@@ -1,10 +1,10 @@
 """Model export: TorchScript and ONNX files with embedded metadata, each checked against PyTorch on a random input.
 
-TorchScript files carry a ``config.txt`` extra file (JSON ``{shape, stride, names, task}``; ``optimize`` writes a
-mobile lite-interpreter file); ONNX files have input ``images``, output ``output0`` (segmentation models also
-``output1``, the mask prototypes) and metadata props ``stride``, ``names`` and ``task``. The other upstream formats
-need toolchains this project does not install: asking for one raises ``ValueError`` saying so. Files are written
-atomically next to the weights.
+TorchScript files carry a ``config.txt`` extra file (JSON ``{shape, stride, names[, task]}``; ``optimize`` writes
+a mobile lite-interpreter file); ONNX files have input ``images``, output ``output0`` (segmentation models also
+``output1``, the mask prototypes) and metadata props ``stride``, ``names`` (and ``task`` = ``segment`` for those).
+The other upstream formats need toolchains this project does not install: asking for one raises ``ValueError``
+saying so. Files are written atomically next to the weights.
 """
 
 from __future__ import annotations
@@ -227,8 +227,10 @@ def prepare_model(weights: Any, device: torch.device, imgsz: Sequence[int], batc
     shape = tuple((y[0] if isinstance(y, (list, tuple)) else y).shape)
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {weights} with output shape {shape} "
                 f"({file_size(weights):.1f} MB)")
-    task = "segment" if hasattr(model.model[-1], "nm") else "detect"
-    return model, im, {"stride": stride, "names": names, "task": task}
+    metadata = {"stride": stride, "names": names}
+    if hasattr(model.model[-1], "nm"):
+        metadata["task"] = "segment"  # detection exports keep upstream's exact metadata
+    return model, im, metadata
 
 
 @dataclass
@@ -279,8 +281,8 @@ def export_model(opt: ExportOptions) -> list[str]:
         raise ValueError("--optimize not compatible with cuda devices, i.e. use --device cpu")
     file = Path(opt.weights)
     model, im, metadata = prepare_model(file, device, opt.imgsz, opt.batch_size, opt.inplace, opt.dynamic, opt.half)
-    script = "segment/predict.py" if metadata["task"] == "segment" else "detect.py"
-    val_script = "segment/val.py" if metadata["task"] == "segment" else "val.py"
+    segment = metadata.get("task") == "segment"
+    script, val_script = ("segment/predict.py", "segment/val.py") if segment else ("detect.py", "val.py")
     exported = []
     if "torchscript" in include:
         exported.append(export_torchscript(model, im, file, opt.optimize, metadata))

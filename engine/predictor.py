@@ -78,7 +78,6 @@ class PredictOptions:
     dnn: bool = False
     vid_stride: int = 1
     fp32: bool = False
-    retina_masks: bool = False  # segmentation: masks at the original resolution (process_mask_native)
 
     @property
     def nms(self) -> NmsSettings:
@@ -197,7 +196,8 @@ class Predictor:
         for i, (det, frame) in enumerate(zip(pred, frames, strict=False)):
             masks = None
             if segment:
-                det, masks = masks_to_original(det, protos[i], shape, frame["im0"].shape, opt.retina_masks)
+                det, masks = masks_to_original(det, protos[i], shape, frame["im0"].shape,
+                                               getattr(opt, "retina_masks", False))
             else:
                 scale_to_original(det, shape, frame["im0"].shape, round_boxes=True)
             results.append(FrameResult(det=det, names=names, input_shape=shape, vid_cap=vid_cap, masks=masks,

@@ -48,13 +48,11 @@ class SegmentTrainer(Trainer):
     model_class = SegmentationModel
     results_keys = tuple(KEYS)
     resume_command = "python segment/train.py --resume"
+    supports_evolve = False  # engine/evolve.py records detection results
 
     def __init__(self, options: SegmentTrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> None:
         if options.quad:
             raise TrainError("--quad is not supported for segmentation (its 2x2 collation has no mask version)")
-        if options.evolve:
-            raise TrainError("--evolve is not supported by segment/train.py in this version; evolve the "
-                             "hyperparameters with train.py on the same data's boxes, or pass --hyp")
         super().__init__(options, device, callbacks)
 
     @property

@@ -25,23 +25,24 @@ import torch.nn as nn
 from engine.segment_options import SegValOptions
 from engine.val_metrics import MatchRecords
 from engine.val_outputs import log_saved, log_speed, predictions_to_targets, save_txt_labels
-from engine.validator import Validator, ValPass
+from engine.validator import Validator, ValPass, build_val_loader
 from utils.boxes import scale_boxes, xywh2xyxy
 from utils.coco_eval import find_annotations, predictions_to_coco, save_predictions_json, score_with_pycocotools
-from utils.logging import LOGGER, colorstr
+from utils.logging import LOGGER
 from utils.mask_ops import process_mask, process_mask_upsample, scale_image
 from utils.metrics import process_batch
 from utils.nms import non_max_suppression
 from utils.precision import float_outputs
 from utils.segment.metrics import Metrics, ap_per_class_box_and_mask, match_masks
 
-__all__ = ["SEG_TABLE_HEADER", "SegmentValidator", "build_segment_val_loader"]
+__all__ = ["SEG_TABLE_HEADER", "SegmentValidator", "build_segment_val_loader", "candidate_mask_rows"]
 
 SEG_TABLE_HEADER = ("%22s" + "%11s" * 10) % ("Class", "Images", "Instances", "Box(P", "R", "mAP50", "mAP50-95)",
                                              "Mask(P", "R", "mAP50", "mAP50-95)")
 SEG_ROW_FORMAT = "%22s" + "%11i" * 2 + "%11.3g" * 8
 NUM_MASKS = 32
 PLOTTED_PER_IMAGE = 15  # predicted instances drawn per image in val_batch*_pred.jpg
+MASK_MARGIN = 8  # input pixels around a label box that its (resized) ground-truth mask may reach
 
 
 class SegmentMatchRecords(MatchRecords):
@@ -123,17 +124,18 @@ class SegmentValidator(Validator):
             in_image = targets[:, 0] == si
             gt_masks = masks[[si]] if self.overlap else masks[in_image]
             pred_masks = self._image_masks(state, iouv, pred, targets[in_image, 1:], gt_masks, protos[si], im, si,
-                                           Path(paths[si]), shapes[si])
+                                           Path(paths[si]), shapes[si], PLOTTED_PER_IMAGE if plot else 0)
             if plot:
-                plot_masks.append(pred_masks[:PLOTTED_PER_IMAGE].cpu())
+                plot_masks.append(pred_masks.cpu())
         if plot:
             self._plot_mask_batch(batch_i, im, targets, masks, paths, preds, plot_masks)
         self.callbacks.run("on_val_batch_end", batch_i, im, targets, paths, shapes, [p[:, :6] for p in preds])
 
     def _image_masks(self, state: ValPass, iouv: torch.Tensor, pred: torch.Tensor, labels: torch.Tensor,
                      gt_masks: torch.Tensor, protos: torch.Tensor, im: torch.Tensor, si: int, path: Path,
-                     shapes: Any) -> torch.Tensor:
-        """Match image ``si``'s detections (n, 38) by box and mask; record and write them; return its masks."""
+                     shapes: Any, plotted: int = 0) -> torch.Tensor:
+        """Match image ``si``'s detections (n, 38) by box and mask; record and write them; return the masks of its
+        first ``plotted`` detections (drawn in ``val_batch*_pred.jpg``)."""
         opt = self.opt
         if opt.single_cls:
             labels = torch.cat((torch.zeros_like(labels[:, :1]), labels[:, 1:]), 1)
@@ -149,28 +151,29 @@ class SegmentValidator(Validator):
                 if opt.plots:
                     state.confusion.process_batch(detections=None, labels=labels[:, 0])
             return torch.zeros((0, *input_shape), dtype=torch.bool, device=self.device)
+        keep = torch.arange(npr, device=pred.device) if opt.save_json else candidate_mask_rows(pred, labels, plotted)
         process = process_mask_upsample if opt.plots else process_mask  # upstream: finer masks when plotting
-        pred_masks = process(protos, pred[:, 6:], pred[:, :4], input_shape)
+        pred_masks = process(protos, pred[keep, 6:], pred[keep, :4], input_shape)
         predn = pred[:, :6].clone()
         scale_boxes(input_shape, predn[:, :4], shape0, ratio_pad)
-        correct_b = correct_m = empty
+        correct_b, correct_m = empty, empty.clone()
         if nl:
             label_boxes = xywh2xyxy(labels[:, 1:5])
             scale_boxes(input_shape, label_boxes, shape0, ratio_pad)
             labelsn = torch.cat((labels[:, 0:1], label_boxes), 1)
             correct_b = process_batch(predn, labelsn, iouv)
-            correct_m = match_masks(predn, labelsn, iouv, pred_masks, gt_masks, overlap=self.overlap)
+            correct_m[keep] = match_masks(predn[keep], labelsn, iouv, pred_masks, gt_masks, overlap=self.overlap)
             if opt.plots:
                 state.confusion.process_batch(predn, labelsn)
         state.records.add(correct_m, correct_b, pred[:, 4], pred[:, 5], labels[:, 0])
         if opt.save_txt:
             save_txt_labels(predn, opt.save_conf, shape0, self.save_dir / "labels" / f"{path.stem}.txt")
-        if opt.save_json:
+        if opt.save_json:  # every row was kept: the JSON holds every detection's mask
             native = scale_image(input_shape, pred_masks.permute(1, 2, 0).to(torch.uint8).cpu().numpy(), shape0,
                                  ratio_pad)
             state.jdict.extend(predictions_to_coco(predn, path, self.class_map, masks=native))
         self.callbacks.run("on_val_image_end", pred[:, :6], predn, path, self.names, im[si])
-        return pred_masks
+        return pred_masks[:plotted] if plotted else pred_masks[:0]
 
     def _plot_mask_batch(self, batch_i: int, im: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor,
                          paths: Sequence[str], preds: list, plot_masks: list) -> None:
@@ -226,17 +229,30 @@ class SegmentValidator(Validator):
         return mean
 
 
+def candidate_mask_rows(pred: torch.Tensor, labels: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Indices (ascending) of the detections whose masks matching needs: the first ``first`` (to draw) plus every
+    one whose box touches a label box of its class (grown by :data:`MASK_MARGIN` px).
+
+    A predicted mask lies inside its box and a label's mask inside the label's box, so any other detection has mask
+    IoU 0 with every label of its class and matches nothing: leaving its mask out gives the same metrics as
+    computing every mask. Args: pred (n, 6+) ``[x1, y1, x2, y2, conf, cls, ...]`` and labels (m, 5) ``[cls, x, y,
+    w, h]``, both in input pixels.
+    """
+    n = pred.shape[0]
+    if not len(labels):
+        return torch.arange(min(first, n), device=pred.device)
+    label_boxes = xywh2xyxy(labels[:, 1:5]) + labels.new_tensor([-1, -1, 1, 1]) * MASK_MARGIN
+    top_left = torch.maximum(label_boxes[:, None, :2], pred[None, :, :2])
+    bottom_right = torch.minimum(label_boxes[:, None, 2:], pred[None, :, 2:4])
+    touch = (((bottom_right - top_left) > 0).all(2) & (labels[:, 0:1] == pred[:, 5])).any(0)  # (n,)
+    touch[:first] = True
+    return touch.nonzero().flatten()
+
+
 def build_segment_val_loader(data: dict, options: SegValOptions, stride: int, rect: bool = True) -> Any:
-    """The segmentation loader over ``data[options.split]`` (rect batches padded 0.5 stride; ``speed``: square)."""
+    """The segmentation loader over ``data[options.split]`` (as :func:`build_val_loader`, with the options' masks)."""
     from utils.data.segment_dataset import create_dataloader
 
-    pad, rect = (0.0, False) if options.task == "speed" else (0.5, rect)
-    split = options.split
-    if not data.get(split):
-        raise ValueError(f"dataset has no '{split}:' split to validate on (--task {options.task})")
-    return create_dataloader(data[split], options.imgsz, options.batch_size, stride, options.single_cls, pad=pad,
-                             rect=rect, workers=options.workers, prefix=colorstr(f"{split}: "),
-                             mask_downsample_ratio=getattr(options, "mask_downsample_ratio", 1),
-                             overlap_mask=getattr(options, "overlap", False), nc=int(data["nc"]))[0]
-
-
+    return build_val_loader(data, options, stride, rect, create=create_dataloader,
+                            mask_downsample_ratio=getattr(options, "mask_downsample_ratio", 1),
+                            overlap_mask=getattr(options, "overlap", False))

@@ -94,6 +94,9 @@ def run_training(options: TrainOptions, callbacks: Callbacks, trainer_class: typ
 def _train_or_evolve(options: TrainOptions, device: torch.device, callbacks: Callbacks,
                      trainer_class: type | None = None) -> TrainOptions:
     """Run the evolution or one training; returns the final options."""
+    if options.evolve and trainer_class is not None and not getattr(trainer_class, "supports_evolve", True):
+        raise TrainError(f"--evolve is not supported by {trainer_class.__name__} in this version; evolve the "
+                         f"hyperparameters with train.py on the same data's boxes, or pass --hyp")
     if options.evolve:
         from engine.evolve import evolve
 

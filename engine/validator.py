@@ -289,18 +289,20 @@ class Validator:
             metrics.map, metrics.map50 = scores["map"], scores["map50"]
 
 
-def build_val_loader(data: dict, options: ValOptions, stride: int, rect: bool = True) -> Any:
+def build_val_loader(data: dict, options: ValOptions, stride: int, rect: bool = True, create: Any = None,
+                     **loader_args: Any) -> Any:
     """Return the dataloader over ``data[options.split]``: rect batches padded 0.5 stride, or for ``speed`` square
-    unpadded ones; ``stride`` is the model's largest stride (pixels)."""
+    unpadded ones; ``stride`` is the model's largest stride (pixels). ``create`` (default
+    ``utils.data.loaders.create_dataloader``) builds it, with ``loader_args`` (e.g. the mask format)."""
     from utils.data.loaders import create_dataloader
 
     pad, rect = (0.0, False) if options.task == "speed" else (0.5, rect)
     split = options.split
     if not data.get(split):
         raise ValueError(f"dataset has no '{split}:' split to validate on (--task {options.task})")
-    return create_dataloader(data[split], options.imgsz, options.batch_size, stride, options.single_cls, pad=pad,
-                             rect=rect, workers=options.workers, prefix=colorstr(f"{split}: "),
-                             nc=int(data["nc"]))[0]
+    return (create or create_dataloader)(data[split], options.imgsz, options.batch_size, stride, options.single_cls,
+                                         pad=pad, rect=rect, workers=options.workers, prefix=colorstr(f"{split}: "),
+                                         nc=int(data["nc"]), **loader_args)[0]
 
 
 def is_coco_split(data: dict) -> bool:

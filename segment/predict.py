@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.predictor import PredictOptions, predict
-from engine.segment_options import DEFAULT_SEG_DATA
+from engine.predict_cli import build_predict_parser, parse_predict_args
+from engine.predictor import predict
+from engine.segment_options import DEFAULT_SEG_DATA, SegPredictOptions
 from utils.logging import LOGGER
 from utils.torch_utils import smart_inference_mode
 
@@ -30,61 +31,28 @@ from utils.torch_utils import smart_inference_mode
 @smart_inference_mode()
 def run(weights: Any = ROOT / "yolov5s-seg.pt", source: Any = ROOT / "data/images", data: Any = DEFAULT_SEG_DATA,
         imgsz: Any = (640, 640), conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 1000,
-        device: str = "", view_img: bool = False, save_txt: bool = False, save_conf: bool = False,
-        save_crop: bool = False, nosave: bool = False, classes: list[int] | None = None, agnostic_nms: bool = False,
-        augment: bool = False, visualize: bool = False, update: bool = False, project: Any = ROOT / "runs/predict-seg",
-        name: str = "exp", exist_ok: bool = False, line_thickness: int = 3, hide_labels: bool = False,
-        hide_conf: bool = False, half: bool = False, dnn: bool = False, vid_stride: int = 1,
-        retina_masks: bool = False, fp32: bool = False) -> Path:
+        device: str = "", view_img: bool = False, save_txt: bool = False, save_format: int = 0,
+        save_csv: bool = False, save_conf: bool = False, save_crop: bool = False, nosave: bool = False,
+        classes: list[int] | None = None, agnostic_nms: bool = False, augment: bool = False,
+        visualize: bool = False, update: bool = False, project: Any = ROOT / "runs/predict-seg", name: str = "exp",
+        exist_ok: bool = False, line_thickness: int = 3, hide_labels: bool = False, hide_conf: bool = False,
+        half: bool = False, dnn: bool = False, vid_stride: int = 1, retina_masks: bool = False,
+        fp32: bool = False) -> Path:
     """Segment instances in ``source`` with ``weights`` and save the results; returns the run directory.
 
-    The arguments are upstream's ``segment/predict.run`` keywords plus ``fp32``; the work is
-    :func:`engine.predictor.predict` (the predictor adds masks for a segmentation model).
+    The arguments are upstream's ``segment/predict.run`` keywords plus detect.py's ``save_format``/``save_csv`` and
+    ``fp32`` (see
+    :class:`engine.segment_options.SegPredictOptions`); the work is :func:`engine.predictor.predict` (the predictor
+    adds masks for a segmentation model).
     """
-    return predict(PredictOptions(**locals()))
+    return predict(SegPredictOptions(**locals()))
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse segment/predict.py's command line (``argv``, default ``sys.argv[1:]``); one ``--imgsz`` is square."""
-    parser = argparse.ArgumentParser(description="Find and outline object instances in images, videos, folders, "
-                                                 "cameras or streams and save what was found")
-    add = parser.add_argument
-    add("--weights", nargs="+", type=str, default=ROOT / "yolov5s-seg.pt",
-        help="segmentation model file: .pt, .torchscript or .onnx (must exist locally, nothing is downloaded)")
-    add("--source", type=str, default=ROOT / "data/images",
-        help="an image or video file, a folder, a glob, a .txt list, a camera index, a stream URL or 'screen'")
-    add("--data", type=str, default=DEFAULT_SEG_DATA, help="dataset YAML whose class names are used when the "
-        "model has none")
-    add("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640],
-        help="network input height and width in pixels (one value: square)")
-    add("--conf-thres", type=float, default=0.25, help="drop detections scoring at or below this")
-    add("--iou-thres", type=float, default=0.45, help="overlap (IoU) above which NMS removes the weaker box")
-    add("--max-det", type=int, default=1000, help="keep at most this many instances in each image")
-    add("--device", default="", help="where to run: 'cpu', a CUDA index such as 0, or a list like 0,1")
-    add("--view-img", action="store_true", help="open a window with the annotated frames")
-    add("--save-txt", action="store_true", help="write each instance's outline to labels/<name>.txt")
-    add("--save-conf", action="store_true", help="end each --save-txt line with the instance's score")
-    add("--save-crop", action="store_true", help="cut each instance's box out into crops/<class>/")
-    add("--nosave", action="store_true", help="write no annotated images or videos")
-    add("--classes", nargs="+", type=int, help="keep only these class ids, e.g. --classes 0 2")
-    add("--agnostic-nms", action="store_true", help="let instances of different classes suppress each other")
-    add("--augment", action="store_true", help="accepted for compatibility (segmentation has no TTA)")
-    add("--visualize", action="store_true", help="save feature-map pictures of every stage (.pt only)")
-    add("--update", action="store_true", help="put copies of the .pt weights without optimizer state in the run folder")
-    add("--project", default=ROOT / "runs/predict-seg", help="parent folder of the run folder")
-    add("--name", default="exp", help="run folder name inside --project (numbered when it exists)")
-    add("--exist-ok", action="store_true", help="reuse an existing run folder instead of numbering a new one")
-    add("--line-thickness", default=3, type=int, help="box outline width in pixels")
-    add("--hide-labels", default=False, action="store_true", help="draw boxes without the class name tab")
-    add("--hide-conf", default=False, action="store_true", help="leave the score out of the class name tab")
-    add("--half", action="store_true", help="half-precision (FP16) inference, CUDA only")
-    add("--dnn", action="store_true", help="run .onnx files with OpenCV's DNN module instead of onnxruntime")
-    add("--vid-stride", type=int, default=1, help="process every n-th video frame")
-    add("--retina-masks", action="store_true", help="compute masks at the original image resolution")
-    add("--fp32", action="store_true", help="plain fp32 NCHW inference, skipping the CPU bf16/channels_last path")
-    opt = parser.parse_args(argv)
-    opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
-    return opt
+    parser = build_predict_parser(SegPredictOptions(), "Find and outline object instances in images, videos, "
+                                                       "folders, cameras or streams and save what was found")
+    return parse_predict_args(parser, argv)
 
 
 def main(opt: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
 
 from engine.segment_options import DEFAULT_SEG_DATA, DEFAULT_SEG_VAL_PROJECT, SegValOptions
 from engine.segment_validator import SegmentValidator, build_segment_val_loader
+from engine.val_cli import build_val_parser
 from engine.validator import model_stride
 from utils.callbacks import Callbacks
 from utils.data.dataset_yaml import check_dataset
@@ -66,34 +67,10 @@ def run(data: Any = DEFAULT_SEG_DATA, weights: Any = None, batch_size: int = 32,
 
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse segment/val.py's command line (upstream's flags plus ``--fp32``)."""
-    parser = argparse.ArgumentParser(description="Measure a segmentation model's box and mask precision, recall "
-                                                 "and mAP on a dataset split")
-    add = parser.add_argument
-    add("--data", type=str, default=DEFAULT_SEG_DATA, help="data YAML naming the splits and classes")
-    add("--weights", nargs="+", type=str, default=ROOT / "yolov5s-seg.pt",
-        help="weight file(s) (.pt, .torchscript, .onnx); must exist locally, nothing is downloaded")
-    add("--batch-size", type=int, default=32, help="images per validation batch")
-    add("--imgsz", "--img", "--img-size", type=int, default=640, help="long side of the network input, in pixels")
-    add("--conf-thres", type=float, default=0.001, help="drop detections scoring below this before NMS")
-    add("--iou-thres", type=float, default=0.6, help="overlap above which NMS suppresses a box")
-    add("--max-det", type=int, default=300, help="keep at most this many detections per image")
-    add("--task", default="val", help="split to score: train, val, test, or speed")
-    add("--device", default="", help="where to run: a CUDA index such as 0 or 0,1, or cpu")
-    add("--workers", type=int, default=8, help="upper bound on dataloader worker processes")
-    add("--single-cls", action="store_true", help="score every class as one class")
-    add("--augment", action="store_true", help="accepted for compatibility (segmentation has no TTA)")
-    add("--verbose", action="store_true", help="print one results row per class")
-    add("--save-txt", action="store_true", help="write each image's boxes as a label file")
-    add("--save-hybrid", action="store_true", help="write label files that merge ground truth into the detections")
-    add("--save-conf", action="store_true", help="append the confidence to each --save-txt row")
-    add("--save-json", action="store_true", help="write COCO results JSON with RLE masks (scored by pycocotools "
-        "when the dataset has an annotation file)")
-    add("--project", default=DEFAULT_SEG_VAL_PROJECT, help="parent folder of the run folder")
-    add("--name", default="exp", help="run folder name inside --project")
-    add("--exist-ok", action="store_true", help="reuse an existing run folder instead of a new one")
-    add("--half", action="store_true", help="fp16 weights and inputs (honoured on CUDA only)")
-    add("--dnn", action="store_true", help="run .onnx files through OpenCV's DNN module")
-    add("--fp32", action="store_true", help="plain fp32 NCHW inference without the CPU bf16 / channels_last path")
+    parser = build_val_parser("Measure a segmentation model's box and mask precision, recall and mAP on a dataset "
+                              "split", data=DEFAULT_SEG_DATA, weights=ROOT / "yolov5s-seg.pt",
+                              project=DEFAULT_SEG_VAL_PROJECT, voc_ap=False,
+                              task_help="split to score (train, val, test), or speed for timing")
     opt = parser.parse_args(argv)
     opt.data = check_yaml(opt.data)
     opt.save_txt |= opt.save_hybrid

@@ -21,25 +21,35 @@ import torch.nn.functional as F
 CV2_MAX_CHANNELS = 128  # channels per cv2.resize call (OpenCV 5 accepts at most 128, OpenCV 4 up to 512)
 
 
+def box_factors(boxes: torch.Tensor, height: int, width: int,
+                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """0/1 factors whose product is the box region: rows (n, height, 1) ``y1 <= y < y2`` and columns (n, 1, width)
+    ``x1 <= x < x2``, for boxes (n, 4) xyxy in the pixel units of the (height, width) grid (pixel index = its
+    left/top edge). Multiplying by both is much faster than building the (n, height, width) region."""
+    x1, y1, x2, y2 = boxes[:, :, None].float().unbind(1)  # each (n, 1)
+    cols = torch.arange(width, device=boxes.device, dtype=torch.float32)[None]
+    rows = torch.arange(height, device=boxes.device, dtype=torch.float32)[None]
+    inside_x = ((cols >= x1) & (cols < x2)).to(dtype)  # (n, w)
+    inside_y = ((rows >= y1) & (rows < y2)).to(dtype)  # (n, h)
+    return inside_y[:, :, None], inside_x[:, None, :]
+
+
 def box_region(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Return bool (n, height, width): pixel (y, x) lies in box i, i.e. ``x1 <= x < x2`` and ``y1 <= y < y2``.
 
     Args:
         boxes: (n, 4) xyxy in the pixel units of the (height, width) grid (pixel index = its left/top edge).
     """
-    x1, y1, x2, y2 = boxes[:, :, None].float().unbind(1)  # each (n, 1)
-    cols = torch.arange(width, device=boxes.device, dtype=torch.float32)[None]
-    rows = torch.arange(height, device=boxes.device, dtype=torch.float32)[None]
-    inside_x = (cols >= x1) & (cols < x2)  # (n, w)
-    inside_y = (rows >= y1) & (rows < y2)  # (n, h)
-    return inside_y[:, :, None] & inside_x[:, None, :]
+    rows, cols = box_factors(boxes, height, width, torch.uint8)
+    return (rows * cols).bool()
 
 
 def crop_mask(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Zero every mask outside its box: masks (n, h, w) any dtype, boxes (n, 4) xyxy in mask pixels; returns a new
     tensor of the masks' dtype."""
     n, h, w = masks.shape
-    return masks * box_region(boxes, h, w).to(masks.dtype)
+    rows, cols = box_factors(boxes, h, w, masks.dtype)
+    return masks * rows * cols
 
 
 def mask_logits(protos: torch.Tensor, masks_in: torch.Tensor) -> torch.Tensor:
@@ -69,10 +79,10 @@ def process_mask(protos: torch.Tensor, masks_in: torch.Tensor, bboxes: torch.Ten
     """
     logits = mask_logits(protos, masks_in)
     n, mh, mw = logits.shape
-    inside = box_region(_scaled_boxes(bboxes, shape, mh, mw), mh, mw)
-    if not upsample:  # sigmoid(x) > 0.5 <=> x > 0: no sigmoid needed for the threshold
-        return (logits > 0) & inside
-    masks = logits.sigmoid_() * inside
+    rows, cols = box_factors(_scaled_boxes(bboxes, shape, mh, mw), mh, mw)
+    if not upsample:  # sigmoid(x) > 0.5 <=> x > 0 (and a cropped 0 stays off): no sigmoid needed
+        return logits.mul_(rows).mul_(cols) > 0
+    masks = logits.sigmoid_().mul_(rows).mul_(cols)
     masks = F.interpolate(masks[None], tuple(shape[:2]), mode="bilinear", align_corners=False)[0]
     return masks > 0.5
 
@@ -83,7 +93,7 @@ def process_mask_upsample(protos: torch.Tensor, masks_in: torch.Tensor, bboxes: 
     (xyxy, input pixels), > 0.5."""
     masks = F.interpolate(mask_logits(protos, masks_in).sigmoid_()[None], tuple(shape[:2]), mode="bilinear",
                           align_corners=False)[0]
-    return (masks > 0.5) & box_region(bboxes, masks.shape[1], masks.shape[2])
+    return crop_mask(masks, bboxes) > 0.5
 
 
 def _unpad_window(inner: Sequence[int], outer: Sequence[int],
@@ -103,7 +113,7 @@ def process_mask_native(protos: torch.Tensor, masks_in: torch.Tensor, bboxes: to
     top, bottom, left, right = _unpad_window(masks.shape[1:], shape[:2])
     masks = masks[:, top:bottom, left:right]
     masks = F.interpolate(masks[None], tuple(shape[:2]), mode="bilinear", align_corners=False)[0]
-    return (masks > 0.5) & box_region(bboxes, masks.shape[1], masks.shape[2])
+    return crop_mask(masks, bboxes) > 0.5
 
 
 def scale_image(im1_shape: Sequence[int], masks: np.ndarray, im0_shape: Sequence[int],

@@ -58,6 +58,9 @@ FACADES = {
     },
     "utils.segment.augmentations": {"box_candidates", "mixup", "random_perspective"},
     "utils.segment.plots": {"plot_images_and_masks", "plot_results_with_masks"},
+    "utils.segment.loss": {"ComputeLoss", "SegmentLoss", "per_image_rank"},
+    "utils.segment.metrics": {"BEST_KEYS", "KEYS", "Metric", "Metrics", "ap_per_class_box_and_mask", "fitness",
+                              "match_masks"},
 }
 
 
