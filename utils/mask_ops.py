@@ -79,6 +79,8 @@ def process_mask(protos: torch.Tensor, masks_in: torch.Tensor, bboxes: torch.Ten
     """
     logits = mask_logits(protos, masks_in)
     n, mh, mw = logits.shape
+    if not n:
+        return torch.zeros((0, *(tuple(shape[:2]) if upsample else (mh, mw))), dtype=torch.bool, device=logits.device)
     rows, cols = box_factors(_scaled_boxes(bboxes, shape, mh, mw), mh, mw)
     if not upsample:  # sigmoid(x) > 0.5 <=> x > 0 (and a cropped 0 stays off): no sigmoid needed
         return logits.mul_(rows).mul_(cols) > 0
@@ -91,6 +93,8 @@ def process_mask_upsample(protos: torch.Tensor, masks_in: torch.Tensor, bboxes: 
                           shape: Sequence[int]) -> torch.Tensor:
     """Binary masks (n, h, w) at the input size: upsample sigmoid(masks_in @ protos) to ``shape``, crop to the boxes
     (xyxy, input pixels), > 0.5."""
+    if not len(masks_in):
+        return torch.zeros((0, *shape[:2]), dtype=torch.bool, device=protos.device)
     masks = F.interpolate(mask_logits(protos, masks_in).sigmoid_()[None], tuple(shape[:2]), mode="bilinear",
                           align_corners=False)[0]
     return crop_mask(masks, bboxes) > 0.5
@@ -109,6 +113,8 @@ def process_mask_native(protos: torch.Tensor, masks_in: torch.Tensor, bboxes: to
                         shape: Sequence[int]) -> torch.Tensor:
     """Binary masks (n, h0, w0) at the original image size ``shape``: the letterbox padding is removed from the
     prototype grid, the rest bilinearly resized to ``shape``, cropped to ``bboxes`` (xyxy, original pixels), > 0.5."""
+    if not len(masks_in):
+        return torch.zeros((0, *shape[:2]), dtype=torch.bool, device=protos.device)
     masks = mask_logits(protos, masks_in).sigmoid_()
     top, bottom, left, right = _unpad_window(masks.shape[1:], shape[:2])
     masks = masks[:, top:bottom, left:right]

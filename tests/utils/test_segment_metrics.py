@@ -72,6 +72,14 @@ def test_process_mask_native_removes_the_letterbox_padding():
     assert out.shape == (1, 16, 32) and out.all()
 
 
+def test_no_detections_give_empty_masks_of_the_right_size():
+    protos, none, boxes = torch.randn(32, 8, 8), torch.zeros(0, 32), torch.zeros(0, 4)
+    assert process_mask(protos, none, boxes, (32, 24)).shape == (0, 8, 8)
+    assert process_mask(protos, none, boxes, (32, 24), upsample=True).shape == (0, 32, 24)
+    assert process_mask_upsample(protos, none, boxes, (32, 24)).shape == (0, 32, 24)
+    assert process_mask_native(protos, none, boxes, (30, 20)).shape == (0, 30, 20)
+
+
 def test_scale_image_handles_more_than_512_channels():
     rng = np.random.default_rng(0)
     masks = rng.random((4, 5, 513)).astype(np.float32)
