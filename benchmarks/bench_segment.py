@@ -26,6 +26,7 @@ Upstream is imported from a ``pip install --no-deps --target DIR yolov5==7.0.14`
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import statistics
@@ -241,6 +242,9 @@ def loader_figures(args: argparse.Namespace, upstream: types.SimpleNamespace | N
                 for _ in range(args.loader_batches):
                     next(iterator)
                 times[label].append(time.perf_counter() - start)
+        iterators.clear()  # stop the workers before their image folders are deleted
+        loaders.clear()
+        gc.collect()
     return {k: 16 * args.loader_batches / statistics.median(v) for k, v in times.items()}
 
 

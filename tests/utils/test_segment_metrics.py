@@ -140,3 +140,31 @@ def test_box_and_mask_ap_and_fitness_exact():
 def test_empty_metrics_are_zero():
     metrics = Metrics()
     assert metrics.mean_results() == (0.0,) * 8 and list(metrics.get_maps(2)) == [0.0, 0.0]
+
+
+def test_rle_predictions_score_one_with_pycocotools_segm(tmp_path):
+    import json
+
+    from utils.coco_eval import masks_to_rle, predictions_to_coco, save_predictions_json, score_with_pycocotools
+
+    masks = np.zeros((40, 50, 2), dtype=np.uint8)
+    masks[5:20, 5:30, 0] = 1
+    masks[25:38, 30:48, 1] = 1
+    boxes = [[5, 5, 25, 15], [30, 25, 18, 13]]
+    annotations = {  # ground truth as RLE of the same masks: a correct encoding scores mask IoU 1
+        "images": [{"id": 7, "width": 50, "height": 40, "file_name": "7.jpg"}],
+        "categories": [{"id": 0, "name": "a"}, {"id": 1, "name": "b"}],
+        "annotations": [{"id": i + 1, "image_id": 7, "category_id": i, "iscrowd": 0, "segmentation": rle,
+                         "area": float(masks[:, :, i].sum()), "bbox": boxes[i]}
+                        for i, rle in enumerate(masks_to_rle(masks))],
+    }
+    (tmp_path / "anno.json").write_text(json.dumps(annotations))
+    predn = torch.tensor([[5.0, 5, 30, 20, 0.9, 0], [30, 25, 48, 38, 0.8, 1]])
+    entries = predictions_to_coco(predn, tmp_path / "7.jpg", [0, 1], masks=masks)
+    assert entries[0]["segmentation"]["size"] == [40, 50] and isinstance(entries[0]["segmentation"]["counts"], str)
+    save_predictions_json(entries, tmp_path / "pred.json")
+    segm = score_with_pycocotools(tmp_path / "anno.json", tmp_path / "pred.json", iou_type="segm")
+    assert segm is not None and segm[0] > 0.99 and segm[1] > 0.99
+    wrong = predictions_to_coco(predn, tmp_path / "7.jpg", [0, 1], masks=masks[:, ::-1].copy())  # mirrored masks
+    save_predictions_json(wrong, tmp_path / "pred.json")
+    assert score_with_pycocotools(tmp_path / "anno.json", tmp_path / "pred.json", iou_type="segm")[0] < 0.5
