@@ -6,7 +6,7 @@ Three measurements (each one's variants alternate round by round, so other load 
    with overlap index masks at 1/4 resolution: forward, loss, backward, SGD step. Ours runs as the trainer does
    (the precision policy of this CPU: bf16 + channels_last where native bf16 exists, else fp32 + channels_last;
    the loss outside autocast); upstream runs its own model and loss as its train.py does on a CPU (fp32 NCHW).
-   Target: ours no slower than upstream.
+   Target: ours no slower than upstream. The loss + backward alone is also timed on the same outputs.
 2. **mask NMS + post-processing** of a 16-image batch at val settings (640 px: 25,200 candidates per image, nc 80,
    32 mask coefficients, conf 0.001, IoU 0.6, multi-label, max_det 300): our NMS alone; what our validator does
    after the forward pass (NMS, masks of the detections that can match a label, box and mask matching against 20
@@ -141,6 +141,28 @@ def train_figures(args: argparse.Namespace, upstream: types.SimpleNamespace | No
         steps["upstream (fp32 NCHW)"] = seg_train_step(theirs, upstream.ComputeLoss(theirs, overlap=True), images,
                                                        targets, masks)
     return measure_round_robin(steps, warmup=1, runs=args.rounds)
+
+
+def loss_figures(args: argparse.Namespace, upstream: types.SimpleNamespace) -> tuple[dict[str, tuple], bool]:
+    """Round-robin timing of the segmentation loss + backward on the same raw outputs, ours and upstream's; also
+    whether the two give the same loss items."""
+    images, targets, masks = synthetic_seg_batch(args.batch, args.imgsz)
+    torch.manual_seed(0)
+    with quiet():
+        model = SegmentationModel(ROOT / "models/segment/yolov5n-seg.yaml", nc=80)
+    model.hyp = _hyp(args.imgsz)
+    with torch.no_grad():
+        levels, protos = model.train()(images)
+    preds = ([p.requires_grad_() for p in levels], protos.requires_grad_())
+    criteria = {"ours": ComputeLoss(model, overlap=True), "upstream": upstream.ComputeLoss(model, overlap=True)}
+
+    def step(criterion: Callable) -> torch.Tensor:
+        loss, items = criterion(preds, targets, masks)
+        loss.backward()
+        return items
+
+    same = torch.allclose(step(criteria["ours"]), step(criteria["upstream"]), atol=1e-5)
+    return measure_round_robin({k: (lambda c=c: step(c)) for k, c in criteria.items()}, 1, args.rounds), same
 
 
 # -------------------------------------------------------------------------------------------- NMS + mask processing
@@ -280,6 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         if upstream is not None:
             ours, theirs = (figures[k][0] for k in figures)
             print(f"  ours / upstream: {ours / theirs:.2f}x (target <= 1.00x)")
+    if "train" not in args.skip and upstream is not None:
+        figures, same = loss_figures(args, upstream)
+        print(f"\nsegmentation loss + backward on the same outputs (median / min s; same loss items: {same}):")
+        for label, (median, fastest, _) in figures.items():
+            print(f"  {label:32s} {median:8.3f} {fastest:8.3f}")
     if "nms" not in args.skip:
         figures, kept = nms_figures(args, upstream)
         print(f"\npost-processing of {args.batch} images x 25,200 candidates at conf 0.001 (val settings; median / "

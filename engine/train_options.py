@@ -212,7 +212,12 @@ def get_latest_run(search_dir: Union[str, Path] = ".") -> str:
 def _latest_resumable_checkpoint(options: TrainOptions) -> str:
     project = Path(options.project)
     default = type(options).default_project
-    search = [project] if project.resolve() != default.resolve() else [default.parent, Path.cwd() / "runs"]
+    if project.resolve() != default.resolve():
+        search = [project]
+    elif default.resolve() == DEFAULT_PROJECT.resolve():  # detection: every run folder, as upstream
+        search = [ROOT / "runs", Path.cwd() / "runs"]
+    else:  # another task (segmentation): only its own runs, never a detection last.pt
+        search = [default, Path.cwd() / "runs" / default.name]
     found = [f for f in (get_latest_run(d) for d in dict.fromkeys(search) if d.is_dir()) if f]
     if not found:
         raise NothingToResumeError(f"--resume: no last*.pt found under {', '.join(map(str, search))}. Pass the "
