@@ -83,7 +83,7 @@ def _build(name: Union[str, Path], pretrained: bool, channels: int, classes: int
            device: Any, fp32: bool = False) -> Any:
     from models.autoshape import AutoShape
     from models.backends import DetectMultiBackend
-    from models.yolo import ClassificationModel, DetectionModel, SegmentationModel
+    from models.yolo import ClassificationModel, DetectionModel
     from utils.checkpoint import extract_model, torch_safe_load
     from utils.logging import LOGGER
     from utils.torch_utils import select_device
@@ -91,8 +91,9 @@ def _build(name: Union[str, Path], pretrained: bool, channels: int, classes: int
     device = select_device(device)
     if pretrained and channels == 3 and classes == 80:
         model = DetectMultiBackend(_weights_file(name), device=device, fuse=autoshape, fp32=fp32)
-        if autoshape and isinstance(model.model, (ClassificationModel, SegmentationModel)):
-            LOGGER.warning(f"WARNING ⚠️ {type(model.model).__name__} is not wrapped in AutoShape (detection only)")
+        if autoshape and isinstance(model.model, ClassificationModel):
+            LOGGER.warning(f"WARNING ⚠️ {type(model.model).__name__} is not wrapped in AutoShape (detection and "
+                           f"segmentation only)")
         elif autoshape:
             model = AutoShape(model)
             model.fp32 = bool(fp32)

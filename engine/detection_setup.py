@@ -76,11 +76,14 @@ def load_dataset_info(data: Any, single_cls: bool) -> DatasetInfo:
                        isinstance(val_path, str) and val_path.endswith("coco/val2017.txt"))
 
 
-def build_model(opt: TrainOptions, nc: int, anchors: Any, device: torch.device) -> tuple[nn.Module, dict | None]:
-    """Build the model from ``--cfg`` (or the checkpoint's architecture), transfer ``--weights`` then
-    ``--backbone-weights`` (TrainError when missing or unmatched); returns ``(model, checkpoint to resume or None)``."""
+def build_model(opt: TrainOptions, nc: int, anchors: Any, device: torch.device,
+                model_class: type | None = None) -> tuple[nn.Module, dict | None]:
+    """Build the model (``model_class``, default ``models.yolo.Model``) from ``--cfg`` (or the checkpoint's
+    architecture), transfer ``--weights`` then ``--backbone-weights`` (TrainError when missing or unmatched); returns
+    ``(model, checkpoint to resume or None)``."""
     from models.yolo import Model
 
+    Model = model_class or Model  # noqa: N806 (the class to build)
     resume_checkpoint = None
     if not opt.weights:
         model = Model(opt.cfg, ch=3, nc=nc, anchors=anchors).to(device)

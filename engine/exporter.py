@@ -1,9 +1,10 @@
 """Model export: TorchScript and ONNX files with embedded metadata, each checked against PyTorch on a random input.
 
-TorchScript files carry a ``config.txt`` extra file (JSON ``{shape, stride, names}``; ``optimize`` writes a mobile
-lite-interpreter file); ONNX files have input ``images``, output ``output0`` and metadata props ``stride`` and
-``names``. The other upstream formats need toolchains this project does not install: asking for one raises
-``ValueError`` saying so. Files are written atomically next to the weights.
+TorchScript files carry a ``config.txt`` extra file (JSON ``{shape, stride, names[, task]}``; ``optimize`` writes
+a mobile lite-interpreter file); ONNX files have input ``images``, output ``output0`` (segmentation models also
+``output1``, the mask prototypes) and metadata props ``stride``, ``names`` (and ``task`` = ``segment`` for those).
+The other upstream formats need toolchains this project does not install: asking for one raises ``ValueError``
+saying so. Files are written atomically next to the weights.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from utils.torch_utils import select_device, smart_inference_mode
 ROOT = Path(__file__).resolve().parents[1]
 
 __all__ = ["ExportOptions", "SUPPORTED_FORMATS", "export_formats", "export_model", "export_onnx", "export_torchscript",
-           "prepare_model", "run_exported", "verify_export"]
+           "prepare_model", "run_exported", "run_exported_outputs", "verify_export"]
 
 SUPPORTED_FORMATS = ("torchscript", "onnx")
 VERIFY_TOLERANCE = {torch.float32: 1e-2, torch.float16: 1.0}  # max abs diff (pixels) before a warning
@@ -98,11 +99,15 @@ def export_onnx(model: torch.nn.Module, im: torch.Tensor, file: Path, opset: int
     prefix = colorstr("ONNX:")
     LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} (opset {opset})...")
     f = file.with_suffix(".onnx")
+    segment = metadata.get("task") == "segment"
+    outputs = ["output0", "output1"] if segment else ["output0"]
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+    if segment:
+        axes["output1"] = {0: "batch", 2: "mask_height", 3: "mask_width"}
     with _quiet_tracing(), _atomic_target(f) as tmp:
         torch.onnx.export(model.cpu() if dynamic else model, (im.cpu() if dynamic else im,), str(tmp),
                           verbose=False, opset_version=opset, do_constant_folding=True, input_names=["images"],
-                          output_names=["output0"], dynamic_axes=axes if dynamic else None, dynamo=False)
+                          output_names=outputs, dynamic_axes=axes if dynamic else None, dynamo=False)
         model_onnx = onnx.load(str(tmp))
         onnx.checker.check_model(model_onnx)
         model_onnx = _simplify_onnx(model_onnx, prefix) if simplify else model_onnx
@@ -138,14 +143,20 @@ def _simplify_onnx(model_onnx: Any, prefix: str) -> Any:
 
 
 def run_exported(f: Path, im: torch.Tensor) -> torch.Tensor:
-    """Run an exported ``.torchscript`` / ``.onnx`` file on ``im`` and return its (B, N, 5 + nc) output."""
+    """Run an exported ``.torchscript`` / ``.onnx`` file on ``im`` and return its (B, N, 5 + nc [+ nm]) output."""
+    return run_exported_outputs(f, im)[0]
+
+
+def run_exported_outputs(f: Path, im: torch.Tensor) -> list[torch.Tensor]:
+    """Run an exported file on ``im`` and return every output on the CPU (segmentation: detections, prototypes)."""
     if f.suffix == ".onnx":
         import onnxruntime
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if im.is_cuda else ["CPUExecutionProvider"]
         session = onnxruntime.InferenceSession(str(f), providers=providers)
         dtype = np.float16 if "float16" in session.get_inputs()[0].type else np.float32
-        return torch.from_numpy(session.run(["output0"], {"images": im.cpu().numpy().astype(dtype)})[0])
+        outputs = session.run([o.name for o in session.get_outputs()], {"images": im.cpu().numpy().astype(dtype)})
+        return [torch.from_numpy(y) for y in outputs]
     try:
         with _quiet_tracing():
             module = torch.jit.load(str(f), map_location=im.device)
@@ -154,18 +165,20 @@ def run_exported(f: Path, im: torch.Tensor) -> torch.Tensor:
 
         module = _load_for_lite_interpreter(str(f))
     y = module(im)
-    return (y[0] if isinstance(y, (list, tuple)) else y).cpu()
+    return [t.cpu() for t in y] if isinstance(y, (list, tuple)) else [y.cpu()]
 
 
 def verify_export(f: Path, model: torch.nn.Module, im: torch.Tensor) -> float:
-    """Compare an export with PyTorch on a random input shaped like ``im``; log and return the max abs diff."""
+    """Compare an export with PyTorch on a random input shaped like ``im``; log and return the max abs diff (over
+    every output: a segmentation export's detections and prototypes)."""
     x = torch.rand(im.shape, generator=torch.Generator().manual_seed(0)).to(im.device, im.dtype)
     reference = model(x)
-    reference = (reference[0] if isinstance(reference, (list, tuple)) else reference).float().cpu()
-    exported = run_exported(f, x).float()
-    if exported.shape != reference.shape:
-        raise RuntimeError(f"{f}: exported output shape {tuple(exported.shape)} != PyTorch {tuple(reference.shape)}")
-    diff = float((exported - reference).abs().max())
+    reference = [r.float().cpu() for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
+    exported = [y.float() for y in run_exported_outputs(f, x)]
+    if [y.shape for y in exported] != [r.shape for r in reference]:
+        raise RuntimeError(f"{f}: exported output shapes {[tuple(y.shape) for y in exported]} != PyTorch "
+                           f"{[tuple(r.shape) for r in reference]}")
+    diff = max(float((y - r).abs().max()) for y, r in zip(exported, reference, strict=True))
     tolerance = VERIFY_TOLERANCE.get(im.dtype, 1e-2)
     message = f"{colorstr('Verify:')} {f.name} vs PyTorch on {tuple(x.shape)}: max abs diff {diff:.3g}"
     if diff > tolerance:
@@ -214,7 +227,10 @@ def prepare_model(weights: Any, device: torch.device, imgsz: Sequence[int], batc
     shape = tuple((y[0] if isinstance(y, (list, tuple)) else y).shape)
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {weights} with output shape {shape} "
                 f"({file_size(weights):.1f} MB)")
-    return model, im, {"stride": stride, "names": names}
+    metadata = {"stride": stride, "names": names}
+    if hasattr(model.model[-1], "nm"):
+        metadata["task"] = "segment"  # detection exports keep upstream's exact metadata
+    return model, im, metadata
 
 
 @dataclass
@@ -265,6 +281,8 @@ def export_model(opt: ExportOptions) -> list[str]:
         raise ValueError("--optimize not compatible with cuda devices, i.e. use --device cpu")
     file = Path(opt.weights)
     model, im, metadata = prepare_model(file, device, opt.imgsz, opt.batch_size, opt.inplace, opt.dynamic, opt.half)
+    segment = metadata.get("task") == "segment"
+    script, val_script = ("segment/predict.py", "segment/val.py") if segment else ("detect.py", "val.py")
     exported = []
     if "torchscript" in include:
         exported.append(export_torchscript(model, im, file, opt.optimize, metadata))
@@ -276,16 +294,17 @@ def export_model(opt: ExportOptions) -> list[str]:
     for f in exported:
         for x in shapes if f.suffix == ".onnx" else shapes[:1]:
             verify_export(f, model, x)
-    _log_summary(exported, time.time() - t0)
+    _log_summary(exported, time.time() - t0, script, val_script)
     return [str(f) for f in exported]
 
 
-def _log_summary(exported: Sequence[Path], seconds: float) -> None:
+def _log_summary(exported: Sequence[Path], seconds: float, script: str = "detect.py",
+                 val_script: str = "val.py") -> None:
     """Log where the exports went and how to run them."""
     if not exported:
         return
     f = exported[-1]
     LOGGER.info(f"\nExport complete ({seconds:.1f}s)\nResults saved to {colorstr('bold', f.parent.resolve())}"
-                f"\nDetect:          python detect.py --weights {f}"
-                f"\nValidate:        python val.py --weights {f}"
+                f"\nPredict:         python {script} --weights {f}"
+                f"\nValidate:        python {val_script} --weights {f}"
                 f"\nPyTorch Hub:     model = torch.hub.load('{ROOT}', 'custom', '{f}', source='local')")

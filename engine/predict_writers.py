@@ -2,7 +2,8 @@
 
 Every writer has ``write(result)`` and ``close()`` (the :class:`engine.predictor.PredictWriter` protocol):
 
-* :class:`LabelWriter`: ``labels/<stem>.txt`` lines ``cls x y w h [conf]`` (normalised),
+* :class:`LabelWriter`: ``labels/<stem>.txt`` lines ``cls x y w h [conf]`` (normalised; segmentation:
+  ``cls x1 y1 x2 y2 ... [conf]`` mask outlines),
 * :class:`CsvWriter`: ``predictions.csv`` rows (image name, class name, confidence),
 * :class:`CropWriter`: ``crops/<class>/<stem>.jpg``,
 * :class:`MediaWriter`: annotated images (same file names) and videos/streams as ``.mp4``,
@@ -27,8 +28,11 @@ import torch
 from utils.boxes import xyxy2xywh
 from utils.files import atomic_write_bytes
 from utils.logging import LOGGER
+from utils.mask_ops import masks2segments
+from utils.plotting.annotate import colors
 from utils.plotting.crops import save_image, save_one_box
 from utils.plotting.detections import draw_detections
+from utils.plotting.masks import instance_index, overlay_masks
 
 CSV_COLUMNS = ("Image Name", "Prediction", "Confidence")
 
@@ -44,7 +48,7 @@ class BoxStyle:
 
 @dataclass
 class FrameResult:
-    """The detections of one frame, boxes in the original frame's pixels.
+    """The detections of one frame, boxes (and, for segmentation models, masks) in the original frame's pixels.
 
     Attributes:
         path: the file (or stream) the frame came from. im0: the original frame, HWC BGR uint8.
@@ -53,6 +57,7 @@ class FrameResult:
         frame: frame number within a video (1-based) or the stream batch count. index: the source slot of a
             stream batch (0 for files). input_shape: (h, w) of the letterboxed network input.
         prefix: the loader's log text (``'image 1/2 /abs/a.jpg: '``). vid_cap: the video's ``cv2.VideoCapture``.
+        masks: segmentation models only: bool (n, h0, w0) instance masks aligned with ``det`` (else None).
     """
 
     path: str
@@ -65,7 +70,9 @@ class FrameResult:
     input_shape: tuple = ()
     prefix: str = ""
     vid_cap: Any = None
+    masks: torch.Tensor | None = None
     _annotated: dict = field(default_factory=dict, repr=False)
+    _segments: list | None = field(default=None, repr=False)
 
     @property
     def stem(self) -> str:
@@ -73,10 +80,24 @@ class FrameResult:
         p = Path(self.path)
         return p.stem if self.mode == "image" else f"{p.stem}_{self.frame}"
 
+    @property
+    def segments(self) -> list[np.ndarray]:
+        """Segmentation: one (k, 2) outline per detection (largest external contour of its mask), normalised by the
+        frame's width and height; [] without masks."""
+        if self._segments is None:
+            h0, w0 = self.im0.shape[:2]
+            polygons = masks2segments(self.masks) if self.masks is not None and len(self.masks) else []
+            self._segments = [p / np.array([w0, h0], dtype=np.float32) for p in polygons]
+        return self._segments
+
     def annotated(self, style: BoxStyle) -> np.ndarray:
-        """Return ``im0`` with the boxes drawn in ``style`` (BGR; computed once per style)."""
+        """Return ``im0`` with the masks (in class colours) and boxes drawn in ``style`` (BGR; once per style)."""
         if style not in self._annotated:
-            self._annotated[style] = draw_detections(self.im0, self.det, self.names, style.line_thickness,
+            image = self.im0
+            if self.masks is not None and len(self.masks):
+                colours = np.array([colors(int(c), bgr=True) for c in self.det[:, 5].tolist()], dtype=np.float64)
+                image = overlay_masks(self.im0, instance_index(self.masks.cpu().numpy()), colours)
+            self._annotated[style] = draw_detections(image, self.det, self.names, style.line_thickness,
                                                      labels=not style.hide_labels, hide_conf=style.hide_conf)
         return self._annotated[style]
 
@@ -97,13 +118,27 @@ class LabelWriter:
             lines.append(("%g " * len(values)).rstrip() % values)
         return lines
 
+    def polygon_lines(self, det: torch.Tensor, segments: list[np.ndarray]) -> list[str]:
+        """Return ``cls x1 y1 x2 y2 ... [conf]`` lines (normalised polygon points) for ``det`` (n, 6) rows."""
+        lines = []
+        for polygon, conf, cls in zip(segments, det[:, 4].tolist(), det[:, 5].tolist(), strict=True):
+            if len(polygon) < 3:  # a mask too small to outline: no valid polygon line
+                continue
+            values = (cls, *polygon.reshape(-1).tolist(), *((conf,) if self.save_conf else ()))
+            lines.append(("%g " * len(values)).rstrip() % values)
+        return lines
+
     def write(self, result: FrameResult) -> None:
-        """Append the frame's lines to ``labels/<stem>.txt`` (read + atomic rewrite: files are always whole)."""
+        """Append the frame's lines to ``labels/<stem>.txt`` (read + atomic rewrite: files are always whole); a
+        segmentation frame writes its mask outlines as YOLO polygon lines."""
         if not len(result.det):
             return
         file = self.folder / f"{result.stem}.txt"
         old = file.read_text(encoding="utf-8") if file.exists() else ""
-        lines = self.lines(result.det.flip(0), result.im0.shape)
+        if result.masks is not None:
+            lines = self.polygon_lines(result.det.flip(0), result.segments[::-1])
+        else:
+            lines = self.lines(result.det.flip(0), result.im0.shape)
         atomic_write_bytes(file, (old + "".join(f"{line}\n" for line in lines)).encode("utf-8"))
 
     def close(self) -> None:

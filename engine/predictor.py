@@ -28,7 +28,7 @@ from models.backends import DetectMultiBackend
 from utils.checkpoint import strip_optimizer
 from utils.data.sources import SourceType, classify_source, open_source
 from utils.files import increment_path
-from utils.inference import NmsSettings, class_counts, scale_to_original, to_input_tensor
+from utils.inference import NmsSettings, class_counts, masks_to_original, scale_to_original, to_input_tensor
 from utils.logging import LOGGER, colorstr
 from utils.ops import check_img_size
 from utils.profiling import Profile
@@ -109,7 +109,8 @@ class Predictor:
     """Run a built model over a source and yield one :class:`FrameResult` per frame.
 
     Args:
-        model: a :class:`DetectMultiBackend` (``stride``, ``names``, ``pt``, ``fp16``, ``device``, ``warmup``).
+        model: a :class:`DetectMultiBackend` (``stride``, ``names``, ``pt``, ``fp16``, ``device``, ``warmup``,
+            ``task``: a ``'segment'`` model yields frames with masks).
         opt: the prediction settings; ``imgsz`` is rounded up to a multiple of the model stride.
         writers: outputs driven for every frame, in order, before the frame is yielded; all closed at the end.
 
@@ -179,8 +180,10 @@ class Predictor:
             visualize = opt.visualize and model.pt and save_dir is not None
             vis = increment_path(Path(save_dir) / Path(str(path)).stem, mkdir=True) if visualize else False
             pred = model(x, augment=opt.augment, visualize=vis)
+        segment = getattr(model, "task", "detect") == "segment"
         with self.times[2]:
-            pred = self.nms.apply(pred)
+            protos = pred[1] if segment else None
+            pred = self.nms.apply(pred[0], nm=protos.shape[1]) if segment else self.nms.apply(pred)
         shape = tuple(x.shape[2:])
         names = model.names
         if isinstance(im0s, list):  # streams: one frame per source
@@ -190,9 +193,15 @@ class Predictor:
             frames = [dict(path=path, im0=im0s, mode=dataset.mode, frame=getattr(dataset, "frame", 0), index=0,
                            prefix=s)]
         results = []
-        for det, frame in zip(pred, frames, strict=False):
-            scale_to_original(det, shape, frame["im0"].shape, round_boxes=True)
-            results.append(FrameResult(det=det, names=names, input_shape=shape, vid_cap=vid_cap, **frame))
+        for i, (det, frame) in enumerate(zip(pred, frames, strict=False)):
+            masks = None
+            if segment:
+                det, masks = masks_to_original(det, protos[i], shape, frame["im0"].shape,
+                                               getattr(opt, "retina_masks", False))
+            else:
+                scale_to_original(det, shape, frame["im0"].shape, round_boxes=True)
+            results.append(FrameResult(det=det, names=names, input_shape=shape, vid_cap=vid_cap, masks=masks,
+                                       **frame))
         return results
 
     def _log_line(self, result: FrameResult) -> str:

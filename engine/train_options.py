@@ -14,7 +14,7 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import yaml
 
@@ -94,6 +94,9 @@ class TrainOptions:
     backbone_weights: str = ""  # extension: backbone-only transfer (extensions/transfer.py)
     fp32: bool = False  # extension: plain fp32 NCHW instead of the CPU bf16 fast path (utils/precision.py)
     save_dir: str = ""
+
+    default_cfg: ClassVar[str] = DEFAULT_CFG  # built when neither weights nor cfg is given
+    default_project: ClassVar[Path] = DEFAULT_PROJECT  # the --project default (resume searches below it)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -208,7 +211,13 @@ def get_latest_run(search_dir: Union[str, Path] = ".") -> str:
 
 def _latest_resumable_checkpoint(options: TrainOptions) -> str:
     project = Path(options.project)
-    search = [project] if project.resolve() != DEFAULT_PROJECT.resolve() else [ROOT / "runs", Path.cwd() / "runs"]
+    default = type(options).default_project
+    if project.resolve() != default.resolve():
+        search = [project]
+    elif default.resolve() == DEFAULT_PROJECT.resolve():  # detection: every run folder, as upstream
+        search = [ROOT / "runs", Path.cwd() / "runs"]
+    else:  # another task (segmentation): only its own runs, never a detection last.pt
+        search = [default, Path.cwd() / "runs" / default.name]
     found = [f for f in (get_latest_run(d) for d in dict.fromkeys(search) if d.is_dir()) if f]
     if not found:
         raise NothingToResumeError(f"--resume: no last*.pt found under {', '.join(map(str, search))}. Pass the "
@@ -239,7 +248,7 @@ def restore_resume_options(options: TrainOptions, overrides: dict | None = None)
         if not saved:
             raise TrainError(f"--resume {last}: neither {opt_yaml} nor the checkpoint's 'opt' entry holds the run's "
                              f"options; start a new run with --weights {last} instead")
-    restored = TrainOptions.from_dict(saved, strict=False, source=source)
+    restored = type(options).from_dict(saved, strict=False, source=source)
     restored.cfg, restored.weights, restored.resume = "", str(last), True
     restored.save_dir = str(last.parent.parent)
     for key, value in (overrides or {}).items():
@@ -297,11 +306,11 @@ def prepare_new_run(options: TrainOptions) -> TrainOptions:
     opt.weights = resolve_weights(opt.weights)
     opt.project = str(opt.project)
     if not opt.cfg and not opt.weights:
-        LOGGER.info(f"No --weights or --cfg given: training {DEFAULT_CFG} from scratch")
-        opt.cfg = DEFAULT_CFG
+        LOGGER.info(f"No --weights or --cfg given: training {opt.default_cfg} from scratch")
+        opt.cfg = opt.default_cfg
     opt.cfg = check_yaml(opt.cfg) if opt.cfg else ""
     if opt.evolve:
-        if Path(opt.project).resolve() == DEFAULT_PROJECT.resolve():
+        if Path(opt.project).resolve() == opt.default_project.resolve():
             opt.project = str(EVOLVE_PROJECT)
         opt.exist_ok, opt.resume = bool(opt.resume), False
     if opt.name == "cfg":
@@ -312,6 +321,6 @@ def prepare_new_run(options: TrainOptions) -> TrainOptions:
 
 def explicit_overrides(options: TrainOptions, given: set | None = None) -> dict:
     """Return the :data:`RESUME_OVERRIDABLE` options that differ from their defaults (or were ``given``)."""
-    defaults = TrainOptions()
+    defaults = type(options)()
     return {k: getattr(options, k) for k in RESUME_OVERRIDABLE
             if (given is not None and k in given) or getattr(options, k) != getattr(defaults, k)}

@@ -55,8 +55,11 @@ def _start_distributed(device: torch.device, options: TrainOptions) -> torch.dev
     return device
 
 
-def run_training(options: TrainOptions, callbacks: Callbacks) -> TrainOptions:
+def run_training(options: TrainOptions, callbacks: Callbacks, trainer_class: type | None = None) -> TrainOptions:
     """Train (or evolve) with ``options`` (from the command line, not yet prepared); returns the run's final options.
+
+    ``trainer_class`` (default :class:`engine.trainer.Trainer`) is the loop that trains, e.g. the segmentation
+    trainer.
 
     A resume restores the interrupted run's options; a new run checks its files and chooses ``save_dir``. Under a
     DDP launch every rank joins the process group and writes into rank 0's folder; other ranks log warnings only.
@@ -81,15 +84,19 @@ def run_training(options: TrainOptions, callbacks: Callbacks) -> TrainOptions:
     try:
         if distributed:
             device = _start_distributed(device, options)
-        return _train_or_evolve(options, device, callbacks)
+        return _train_or_evolve(options, device, callbacks, trainer_class)
     finally:
         LOGGER.setLevel(level)
         if distributed:
             destroy_distributed()
 
 
-def _train_or_evolve(options: TrainOptions, device: torch.device, callbacks: Callbacks) -> TrainOptions:
+def _train_or_evolve(options: TrainOptions, device: torch.device, callbacks: Callbacks,
+                     trainer_class: type | None = None) -> TrainOptions:
     """Run the evolution or one training; returns the final options."""
+    if options.evolve and trainer_class is not None and not getattr(trainer_class, "supports_evolve", True):
+        raise TrainError(f"--evolve is not supported by {trainer_class.__name__} in this version; evolve the "
+                         f"hyperparameters with train.py on the same data's boxes, or pass --hyp")
     if options.evolve:
         from engine.evolve import evolve
 
@@ -97,7 +104,7 @@ def _train_or_evolve(options: TrainOptions, device: torch.device, callbacks: Cal
         return options
     from engine.trainer import Trainer
 
-    trainer = Trainer(options, device, callbacks)
+    trainer = (trainer_class or Trainer)(options, device, callbacks)
     try:
         trainer.train()
     finally:

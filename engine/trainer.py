@@ -32,7 +32,7 @@ from utils.checkpoint import make_checkpoint, strip_optimizer, stripped_checkpoi
 from utils.dist import get_rank
 from utils.files import yaml_save
 from utils.hyp import Hyp
-from utils.loggers import Loggers
+from utils.loggers import RESULTS_KEYS, Loggers
 from utils.logging import LOGGER, colorstr
 from utils.metrics import fitness
 from utils.ops import check_img_size
@@ -57,15 +57,21 @@ class TrainState(LoopState):
 
 class Trainer(TrainingLoop):
     """Train a YOLOv5 model as ``train.py`` does from prepared ``options`` (see :mod:`engine.train_options`);
-    ``train()`` returns the last results (7 floats). Override :meth:`compute_batch_loss` for another objective."""
+    ``train()`` returns the last results (7 floats). Override :meth:`compute_batch_loss` for another objective.
+
+    Another task (segmentation) overrides ``model_class``, ``results_keys``, :meth:`make_state`,
+    :meth:`build_dataloaders`, :meth:`make_loss`, :meth:`fitness` and :meth:`make_validator`.
+    """
 
     loss_names = LOSS_NAMES
     grad_clip_norm = GRAD_CLIP_NORM
     divergence_hint = "try a lower lr0 in --hyp"
+    model_class: type | None = None  # None: models.yolo.Model
+    results_keys = RESULTS_KEYS  # the on_fit_epoch_end values, as results.csv columns
 
     def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> None:
         self.opt = dataclasses.replace(options, freeze=list(options.freeze))  # prepared: see train_options
-        super().__init__(TrainState(), self.opt.save_dir, callbacks)
+        super().__init__(self.make_state(), self.opt.save_dir, callbacks)
         self.device = torch.device(device)
         self.plots = not self.opt.evolve and not self.opt.noplots
         self.hyp: Hyp | None = None  # scaled for this run (loss gains, weight decay); opt.hyp keeps the file's values
@@ -93,7 +99,7 @@ class Trainer(TrainingLoop):
         info = steps.load_dataset_info(opt.data, opt.single_cls)
         self.data_dict, self.train_path, self.val_path = info.data_dict, info.train_path, info.val_path
         self.nc, self.names, self.is_coco = info.nc, info.names, info.is_coco
-        self.model, resume_checkpoint = steps.build_model(opt, self.nc, file_hyp.anchors, self.device)
+        self.model, resume_checkpoint = steps.build_model(opt, self.nc, file_hyp.anchors, self.device, self.model_class)
         cuda_amp = not opt.fp32 and check_amp(self.model)
         self.policy = select_precision(self.device, force_fp32=opt.fp32, cuda_amp=cuda_amp, log=self.is_main)
         self.amp = self.policy.autocast_dtype == torch.float16
@@ -109,8 +115,7 @@ class Trainer(TrainingLoop):
                                    accumulate=state.accumulate)
         self.optimizer, self.scheduler, self.lf = steps.build_optimizer(self.model, opt.optimizer, self.hyp,
                                                                         state.epochs, opt.cos_lr)
-        self.train_loader, self.dataset, self.val_loader = steps.build_dataloaders(
-            opt, info, self.imgsz, self.batch_size // self.world_size, self.gs, self.hyp.to_dict(), self.is_main)
+        self.train_loader, self.dataset, self.val_loader = self.build_dataloaders(info)
         self.labels = np.concatenate(self.dataset.labels, 0) if len(self.dataset.labels) else np.zeros((0, 5))
         steps.check_label_classes(self.labels, self.nc, self.train_path, opt.data)
         self._pretrain_routine_end(file_hyp.anchor_t)
@@ -131,6 +136,25 @@ class Trainer(TrainingLoop):
         state.maps = np.zeros(self.nc)
         self.ready = True
 
+    def make_state(self) -> TrainState:
+        """The loop state this trainer starts from (its ``results`` have the length of a validation result)."""
+        return TrainState()
+
+    def build_dataloaders(self, info: steps.DatasetInfo) -> tuple[Any, Any, Any]:
+        """Return ``(train loader, its dataset, val loader or None)`` (:func:`detection_setup.build_dataloaders`)."""
+        return steps.build_dataloaders(self.opt, info, self.imgsz, self.batch_size // self.world_size, self.gs,
+                                       self.hyp.to_dict(), self.is_main)
+
+    def make_loss(self) -> Any:
+        """The criterion (built after the model attributes are set): the head's own or ``ComputeLoss``."""
+        from utils.loss import build_loss
+
+        return build_loss(self.model, hyp=self.hyp)
+
+    def fitness(self, results: Sequence[float]) -> float:
+        """Fitness of a validation result (higher is better): 0.1 mAP50 + 0.9 mAP50-95."""
+        return float(fitness(np.array(results).reshape(1, -1))[0])
+
     def _prepare_run_dir(self) -> Hyp:
         """Load the hyperparameters; main process: create ``save_dir/weights``, write ``hyp.yaml``/``opt.yaml`` and
         register the loggers (CSV, TensorBoard, Comet: :class:`utils.loggers.Loggers`). Returns the file's ``Hyp``.
@@ -147,7 +171,8 @@ class Trainer(TrainingLoop):
         if self.is_main and not opt.evolve:
             yaml_save(self.save_dir / "hyp.yaml", values)
             yaml_save(self.save_dir / "opt.yaml", opt.to_dict())
-            self.loggers = Loggers(self.save_dir, opt.weights, opt, values, plots=self.plots).register(self.callbacks)
+            self.loggers = Loggers(self.save_dir, opt.weights, opt, values, plots=self.plots, keys=self.results_keys,
+                                   run_logger=True).register(self.callbacks)
         return hyp
 
     def _image_and_batch_size(self) -> None:
@@ -177,12 +202,10 @@ class Trainer(TrainingLoop):
 
     def _set_model_attributes(self) -> None:
         """Attach nc, names, class weights and the scaled hyp (as a dict, for upstream checkpoints); build the loss."""
-        from utils.loss import build_loss
-
         model = de_parallel(self.model)
         model.nc, model.hyp, model.names = self.nc, self.hyp.to_dict(), self.names
         model.class_weights = labels_to_class_weights(self.dataset.labels, self.nc).to(self.device) * self.nc
-        self.compute_loss = build_loss(self.model, hyp=self.hyp)
+        self.compute_loss = self.make_loss()
 
     def describe(self) -> dict[str, Any]:
         """Return the derived settings (for logs and tests): image size, batch, accumulation, warmup, groups."""
@@ -209,7 +232,8 @@ class Trainer(TrainingLoop):
             image_weights = labels_to_image_weights(self.dataset.labels, nc=self.nc, class_weights=class_weights)
             self.dataset.indices = random.choices(range(self.dataset.n), weights=image_weights, k=self.dataset.n)
         if self.is_main:
-            LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", *LOSS_NAMES, "Instances", "Size"))
+            LOGGER.info(("\n" + "%11s" * (4 + len(self.loss_names))) % ("Epoch", "GPU_mem", *self.loss_names,
+                                                                       "Instances", "Size"))
 
     def forward_loss(self, i: int, epoch: int, batch: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Warmup, uint8 -> [0, 1] input (multi-scale if asked), loss times ``WORLD_SIZE`` (and 4 for ``--quad``)."""
@@ -219,11 +243,14 @@ class Trainer(TrainingLoop):
             self._warmup(self.state.step, epoch)
         if self.opt.multi_scale:
             images = self._multi_scale(images)
-        loss, loss_items = self.compute_batch_loss(images, targets.to(self.device))
+        extra = [x.to(self.device, non_blocking=True) for x in batch[4:]]  # e.g. segmentation masks
+        loss, loss_items = self.compute_batch_loss(images, targets.to(self.device), *extra)
         return loss * self.world_size * (4.0 if self.opt.quad else 1.0), loss_items, images
 
-    def compute_batch_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(loss * batch, items (3,))`` for a batch: images (b, 3, h, w) in [0, 1], targets (n, 6).
+    def compute_batch_loss(self, images: torch.Tensor, targets: torch.Tensor,
+                           *extra: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(loss * batch, items)`` for a batch: images (b, 3, h, w) in [0, 1], targets (n, 6), and the
+        batch's further tensors (``extra``, e.g. masks) passed on to the loss.
 
         The forward pass runs under the precision policy's autocast (bf16 on CPU, fp16 on CUDA, or none); target
         assignment and the loss run in fp32, outside autocast. A loss with ``casts_to_fp32`` (``ComputeLoss``) gets
@@ -234,13 +261,14 @@ class Trainer(TrainingLoop):
             predictions = self.model(images)
         if not getattr(self.compute_loss, "casts_to_fp32", False):
             predictions = float_outputs(predictions)
-        return self.compute_loss(predictions, targets)
+        return self.compute_loss(predictions, targets, *extra)
 
     def progress_text(self, epoch: int, batch: Sequence, inputs: torch.Tensor) -> str:
         """Return the progress-bar columns: epoch, GPU memory, mean losses, instances, image size."""
         memory = torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0
-        return ("%11s" * 2 + "%11.4g" * 5) % (f"{epoch}/{self.state.epochs - 1}", f"{memory:.3g}G",
-                                             *self.state.mean_loss.tolist(), batch[1].shape[0], inputs.shape[-1])
+        losses = self.state.mean_loss.tolist()
+        return ("%11s" * 2 + "%11.4g" * (2 + len(losses))) % (f"{epoch}/{self.state.epochs - 1}", f"{memory:.3g}G",
+                                                             *losses, batch[1].shape[0], inputs.shape[-1])
 
     def _warmup(self, ni: int, epoch: int) -> None:
         """Ramp accumulate, LRs (bias from ``warmup_bias_lr``, others from 0) and momentum over ``nw`` steps."""
@@ -269,7 +297,7 @@ class Trainer(TrainingLoop):
         final_epoch = epoch + 1 == state.epochs or self.stopper.possible_stop
         if not self.opt.noval or final_epoch:
             state.results, state.maps = self.validate()
-        state.fitness = float(fitness(np.array(state.results).reshape(1, -1))[0])
+        state.fitness = self.fitness(state.results)
         state.stop = self.stopper(epoch=epoch, fitness=state.fitness)
         state.best_fitness = max(state.best_fitness, state.fitness)
         log_values = [*state.mean_loss.tolist(), *state.results, *state.lr]
@@ -284,10 +312,14 @@ class Trainer(TrainingLoop):
 
     def _run_validator(self, model: Any, **settings: Any) -> tuple:
         """Validate ``model`` on the val loader; ``settings`` are :class:`engine.val_options.ValOptions` fields."""
-        options = ValOptions(batch_size=self.batch_size // self.world_size * 2, imgsz=self.imgsz, half=self.amp,
-                             single_cls=self.opt.single_cls, fp32=self.opt.fp32, **settings)
-        return Validator(model, self.val_loader, options, data=self.data_dict, save_dir=self.save_dir,
-                         callbacks=self.callbacks, compute_loss=self.compute_loss)()
+        settings = dict(batch_size=self.batch_size // self.world_size * 2, imgsz=self.imgsz, half=self.amp,
+                        single_cls=self.opt.single_cls, fp32=self.opt.fp32, **settings)
+        return self.make_validator(model, settings)()
+
+    def make_validator(self, model: Any, settings: dict) -> Validator:
+        """The validator of ``model`` on the val loader with these :class:`ValOptions` ``settings``."""
+        return Validator(model, self.val_loader, ValOptions(**settings), data=self.data_dict, save_dir=self.save_dir,
+                         callbacks=self.callbacks, compute_loss=self.compute_loss)
 
     def save(self, epoch: int, final_epoch: bool) -> None:
         """Write ``last.pt`` (and ``best.pt`` when fitness is the best, ``epoch{N}.pt`` per --save-period)."""

@@ -55,7 +55,7 @@ Results = tuple[tuple, np.ndarray, tuple[float, float, float]]
 
 
 @dataclass
-class _Pass:
+class ValPass:
     """What one ``Validator.__call__`` accumulates: images seen, match records, losses, COCO rows, timers."""
 
     records: MatchRecords
@@ -83,6 +83,9 @@ class Validator:
             outputs went) instead of as the in-training validation.
         json_stem: name stem of ``<json_stem>_predictions.json``.
     """
+
+    table_header = TABLE_HEADER
+    loss_names = ("box_loss", "obj_loss", "cls_loss")
 
     def __init__(self, model: nn.Module, dataloader: Any, options: ValOptions | None = None, *,
                  data: Union[str, Path, dict], save_dir: Union[str, Path] = Path(""),
@@ -136,10 +139,15 @@ class Validator:
         if model.pt and not opt.single_cls:
             _check_class_count(model, data, weights)
         model.warmup(imgsz=(1 if model.pt else opt.batch_size, 3, opt.imgsz, opt.imgsz))
-        loader = build_val_loader(data, opt, model.stride, rect=model.pt)
+        loader = cls.build_loader(data, opt, model.stride, rect=model.pt)
         first = weights[0] if isinstance(weights, (list, tuple)) else weights
         return cls(model, loader, opt, data=data, save_dir=save_dir, callbacks=callbacks, standalone=True,
                    json_stem=Path(first).stem if first is not None else "")
+
+    @staticmethod
+    def build_loader(data: dict, options: ValOptions, stride: int, rect: bool = True) -> Any:
+        """The loader :meth:`from_weights` validates on (:func:`build_val_loader`)."""
+        return build_val_loader(data, options, stride, rect)
 
     def __call__(self) -> Results:
         """Run one pass; return ``((mp, mr, map50, map, *val_losses), maps (nc,), speeds ms/image)``."""
@@ -154,17 +162,24 @@ class Validator:
     def _run(self, model: nn.Module) -> Results:
         from utils.metrics import ConfusionMatrix
 
-        opt = self.opt
-        state = _Pass(records=MatchRecords(self.nc, iou_thresholds().numel()),
-                      loss=torch.zeros(3, device=self.device),
+        state = ValPass(records=self.new_records(), loss=torch.zeros(len(self.loss_names), device=self.device),
                       timers=tuple(Profile(device=self.device) for _ in range(3)),
                       confusion=ConfusionMatrix(nc=self.nc))
         iouv = iou_thresholds(self.device)
         _warmup_nms(self.device)
         self.callbacks.run("on_val_start")
-        for batch_i, batch in enumerate(tqdm(self.dataloader, desc=TABLE_HEADER, bar_format=BAR_FORMAT)):
+        for batch_i, batch in enumerate(tqdm(self.dataloader, desc=self.table_header, bar_format=BAR_FORMAT)):
             self.callbacks.run("on_val_batch_start")
             self._batch(model, state, iouv, batch_i, *batch)
+        return self._finish(state)
+
+    def new_records(self) -> MatchRecords:
+        """The per-detection match store of one pass."""
+        return MatchRecords(self.nc, iou_thresholds().numel())
+
+    def _finish(self, state: ValPass) -> Results:
+        """Metrics, logs, plots and JSON of a finished pass; returns upstream's result tuple."""
+        opt = self.opt
         metrics = state.records.metrics(voc_ap=opt.voc_ap, plot=opt.plots, save_dir=self.save_dir, names=self.names)
         speeds = tuple(x.t / max(state.seen, 1) * 1e3 for x in state.timers)
         per_class = (opt.verbose or (self.nc < 50 and self.standalone)) and self.nc > 1 and len(state.records) > 0
@@ -182,7 +197,7 @@ class Validator:
         losses = (state.loss.cpu() / max(len(self.dataloader), 1)).tolist()
         return (metrics.mp, metrics.mr, metrics.map50, metrics.map, *losses), metrics.class_maps(self.nc), speeds
 
-    def _batch(self, model: nn.Module, state: _Pass, iouv: torch.Tensor, batch_i: int, im: torch.Tensor,
+    def _batch(self, model: nn.Module, state: ValPass, iouv: torch.Tensor, batch_i: int, im: torch.Tensor,
                targets: torch.Tensor, paths: Sequence[str], shapes: Sequence[Any]) -> None:
         """Pre-process, infer, suppress and score one batch; plot the first three when plotting."""
         opt = self.opt
@@ -218,7 +233,7 @@ class Validator:
             return (out[0], out[1]) if isinstance(out, (list, tuple)) and len(out) > 1 else (out, None)
         return out, None
 
-    def _image(self, state: _Pass, iouv: torch.Tensor, pred: torch.Tensor, labels: torch.Tensor, im: torch.Tensor,
+    def _image(self, state: ValPass, iouv: torch.Tensor, pred: torch.Tensor, labels: torch.Tensor, im: torch.Tensor,
                si: int, path: Path, shapes: Any) -> None:
         """Match image ``si``'s detections (n, 6) to its labels (m, 5) ``[cls, xywh px]``; record and write them."""
         from utils.metrics import match_detections_voc, process_batch
@@ -274,18 +289,20 @@ class Validator:
             metrics.map, metrics.map50 = scores["map"], scores["map50"]
 
 
-def build_val_loader(data: dict, options: ValOptions, stride: int, rect: bool = True) -> Any:
+def build_val_loader(data: dict, options: ValOptions, stride: int, rect: bool = True, create: Any = None,
+                     **loader_args: Any) -> Any:
     """Return the dataloader over ``data[options.split]``: rect batches padded 0.5 stride, or for ``speed`` square
-    unpadded ones; ``stride`` is the model's largest stride (pixels)."""
+    unpadded ones; ``stride`` is the model's largest stride (pixels). ``create`` (default
+    ``utils.data.loaders.create_dataloader``) builds it, with ``loader_args`` (e.g. the mask format)."""
     from utils.data.loaders import create_dataloader
 
     pad, rect = (0.0, False) if options.task == "speed" else (0.5, rect)
     split = options.split
     if not data.get(split):
         raise ValueError(f"dataset has no '{split}:' split to validate on (--task {options.task})")
-    return create_dataloader(data[split], options.imgsz, options.batch_size, stride, options.single_cls, pad=pad,
-                             rect=rect, workers=options.workers, prefix=colorstr(f"{split}: "),
-                             nc=int(data["nc"]))[0]
+    return (create or create_dataloader)(data[split], options.imgsz, options.batch_size, stride, options.single_cls,
+                                         pad=pad, rect=rect, workers=options.workers, prefix=colorstr(f"{split}: "),
+                                         nc=int(data["nc"]), **loader_args)[0]
 
 
 def is_coco_split(data: dict) -> bool:

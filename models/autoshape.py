@@ -20,11 +20,13 @@ from PIL import Image, ImageOps
 from utils.boxes import xyxy2xywh
 from utils.data.augment import letterbox
 from utils.files import increment_path
-from utils.inference import NmsSettings, class_counts, scale_to_original, to_input_tensor
+from utils.inference import NmsSettings, class_counts, masks_to_original, scale_to_original, to_input_tensor
 from utils.logging import LOGGER, colorstr
 from utils.ops import make_divisible
+from utils.plotting.annotate import colors
 from utils.plotting.crops import save_image, save_one_box
 from utils.plotting.detections import draw_detections
+from utils.plotting.masks import instance_index, overlay_masks
 from utils.precision import InferencePrecision, PrecisionPolicy, float_outputs
 from utils.profiling import Profile
 from utils.torch_utils import copy_attr, smart_inference_mode
@@ -75,7 +77,8 @@ def load_image_input(im: ImageInput, index: int) -> tuple[np.ndarray, str]:
 
 
 class AutoShape(nn.Module):
-    """Wrap a detection model so it accepts images in any common format and returns :class:`Detections`.
+    """Wrap a detection or segmentation model so it accepts images in any common format and returns
+    :class:`Detections` (with ``masks`` for a segmentation model: a ``Segment`` head, or an export with prototypes).
 
     Settable class/instance attributes: ``conf`` (NMS confidence threshold), ``iou`` (NMS IoU threshold),
     ``agnostic`` (class-agnostic NMS), ``multi_label``, ``classes`` (list of class ids to keep, or None),
@@ -105,9 +108,10 @@ class AutoShape(nn.Module):
         if self.dmb and getattr(model, "fp32", False):
             self.fp32 = True  # a DetectMultiBackend built with fp32=True stays fp32
         head = _detect_head(model) if self.pt else None
+        self.segment = getattr(model, "task", None) == "segment" if self.dmb else hasattr(head, "nm")
         if head is not None:
             head.inplace = False
-            head.export = True  # instance attribute: forward returns only the decoded (B, N, 5 + nc) tensor
+            head.export = True  # instance attribute: forward returns the decoded (B, N, 5 + nc) tensor (and protos)
 
     @property
     def precision(self) -> PrecisionPolicy | None:
@@ -160,10 +164,21 @@ class AutoShape(nn.Module):
             with times[1]:
                 y = self._run_model(x, augment)
             with times[2]:
+                if self.segment:
+                    dets, masks = self._segment_results(y, shape1, shape0)
+                    return Detections(ims, dets, files, times, self.names, x.shape, masks=masks)
                 y = self.nms_settings().apply(y if self.dmb else y[0])
                 for i in range(len(ims)):
                     scale_to_original(y[i], shape1, shape0[i])
         return Detections(ims, y, files, times, self.names, x.shape)
+
+    def _segment_results(self, y: Any, shape1: Sequence[int],
+                         shape0: Sequence[Sequence[int]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """NMS with the mask coefficients, then per image (n, 6) boxes and bool (n, h0, w0) masks in its pixels."""
+        protos = y[1]
+        dets = self.nms_settings().apply(y[0], nm=protos.shape[1])
+        results = [masks_to_original(det, protos[i], shape1, shape0[i]) for i, det in enumerate(dets)]
+        return [r[0] for r in results], [r[1] for r in results]
 
     def _preprocess(self, ims: Any, size: tuple, p: torch.Tensor) -> tuple:
         """Return (RGB images, file names, original shapes, BCHW batch tensor, batch (h, w))."""
@@ -190,6 +205,8 @@ class Detections:
 
     Attributes:
         ims: list of HWC RGB uint8 images. files: their file names.
+        masks: segmentation models: per image bool (n, h, w) instance masks in its pixels, aligned with ``pred``
+            (drawn by ``render``/``save``/``show``); None for detection models.
         pred / xyxy: list of (n, 6) tensors ``[x1, y1, x2, y2, conf, cls]`` in pixels.
         xywh: the same as centre x, centre y, width, height. xyxyn / xywhn: divided by the image w, h.
         names: {class id: name}. times: 3 Profile objects. n: number of images.
@@ -197,8 +214,10 @@ class Detections:
     """
 
     def __init__(self, ims: list[np.ndarray], pred: list[torch.Tensor], files: list[str],
-                 times: Sequence[Profile] = (0, 0, 0), names: dict | None = None, shape: Sequence | None = None):
+                 times: Sequence[Profile] = (0, 0, 0), names: dict | None = None, shape: Sequence | None = None,
+                 masks: list[torch.Tensor] | None = None):
         self.ims, self.pred, self.files, self.times = ims, pred, files, times
+        self.masks = masks
         self.names = names if names is not None else {}
         device = pred[0].device if pred else torch.device("cpu")
         gains = [torch.tensor([im.shape[1], im.shape[0], im.shape[1], im.shape[0], 1, 1], device=device)
@@ -219,7 +238,11 @@ class Detections:
         return s + ", ".join(class_counts(pred, self.names))
 
     def _annotate(self, i: int, labels: bool) -> np.ndarray:
-        return draw_detections(self.ims[i], self.pred[i], self.names, labels=labels, bgr=False)
+        image = self.ims[i]
+        if self.masks is not None and len(self.masks[i]):
+            colours = np.array([colors(int(c)) for c in self.pred[i][:, 5].tolist()], dtype=np.float64)
+            image = overlay_masks(image, instance_index(self.masks[i].cpu().numpy()), colours)
+        return draw_detections(image, self.pred[i], self.names, labels=labels, bgr=False)
 
     def _crops(self, i: int, save: bool, save_dir: Path | None) -> list[dict]:
         crops = []
@@ -277,8 +300,8 @@ class Detections:
 
     def tolist(self) -> list[Detections]:
         """Return one single-image Detections per image."""
-        return [Detections([self.ims[i]], [self.pred[i]], [self.files[i]], self.times, self.names, self.s)
-                for i in range(self.n)]
+        return [Detections([self.ims[i]], [self.pred[i]], [self.files[i]], self.times, self.names, self.s,
+                           None if self.masks is None else [self.masks[i]]) for i in range(self.n)]
 
     def print(self) -> None:
         """Log the per-image summary and the speed line (``str(self)``)."""

@@ -91,6 +91,8 @@ class DetectMultiBackend(nn.Module):
             channels_last); outputs are fp32 either way. The ``fp32`` attribute may be changed later (hub models).
 
     Attributes:
+        task: ``'detect'`` or ``'segment'`` (a ``Segment`` head: ``forward`` returns ``[detections (B, N, 5 + nc +
+        32), prototypes (B, 32, H/4, W/4)]``, plus the raw levels for ``.pt``; exports name them output0, output1).
         stride (int), names (dict), device, fp16, fp32, precision (the current ``PrecisionPolicy`` of a ``.pt``
         model, None otherwise), nhwc, model (the PyTorch/TorchScript module, or the onnxruntime session), and one
         bool per format (``pt``, ``jit``, ``onnx``, ``xml``, ``engine``, ...).
@@ -112,6 +114,7 @@ class DetectMultiBackend(nn.Module):
         self.fp16 = bool(fp16) and self.device.type != "cpu"
         self.fp32, self._precision = bool(fp32), InferencePrecision()
         self.nhwc, self.dnn, self.stride, self.names = False, bool(dnn and self.onnx), 32, None
+        self.task = "detect"  # "segment" for models with a Segment head: outputs (detections, prototypes[, raw])
         if self.pt:
             self._load_pytorch(weights, fuse)
         elif self.jit:
@@ -123,6 +126,8 @@ class DetectMultiBackend(nn.Module):
         self.names = _names_dict(self.names) if self.names else (_names_from_data(data) or
                                                                  {i: f"class{i}" for i in range(999)})
         if self.pt:
+            layers = getattr(self.model, "model", None)  # None for an Ensemble (detection only)
+            self.task = "segment" if layers is not None and hasattr(layers[-1], "nm") else "detect"
             self._precision.update(self.model, self.device, self.fp32)
 
     @property
@@ -138,7 +143,8 @@ class DetectMultiBackend(nn.Module):
             raise ValueError(f"{w}: {what} is not supported by this build; supported model files are .pt, "
                              f".torchscript and .onnx (export with: python export.py --include torchscript onnx)")
         if not Path(w).is_file():
-            raise FileNotFoundError(f"Weights file not found: {w}")
+            raise FileNotFoundError(f"Weights file not found: {w}. Nothing is downloaded at run time: put the file "
+                                    f"at {Path(w).resolve()} or pass the path of a local one with --weights")
 
     def _load_pytorch(self, weights: Any, fuse: bool) -> None:
         from models.experimental import attempt_load
@@ -158,6 +164,7 @@ class DetectMultiBackend(nn.Module):
         if extra_files["config.txt"]:
             meta = json.loads(extra_files["config.txt"], object_hook=_int_keys)
             self.stride, self.names = int(meta["stride"]), meta["names"]
+            self.task = meta.get("task", "detect")
 
     def _load_onnxruntime(self, w: str, threads: int) -> None:
         import onnxruntime
@@ -172,6 +179,7 @@ class DetectMultiBackend(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
         self.input_dtype = np.float16 if "float16" in self.session.get_inputs()[0].type else np.float32
         self.output_names = [x.name for x in self.session.get_outputs()]
+        self.task = "segment" if len(self.output_names) > 1 else "detect"  # output0, output1 (prototypes)
         meta = self.session.get_modelmeta().custom_metadata_map
         if "stride" in meta:
             self.stride = int(meta["stride"])
@@ -184,7 +192,9 @@ class DetectMultiBackend(nn.Module):
 
         LOGGER.info(f"Loading {w} for ONNX OpenCV DNN inference...")
         self.model = cv2.dnn.readNetFromONNX(w)
-        meta = {p.key: p.value for p in onnx.load(w, load_external_data=False).metadata_props}
+        graph = onnx.load(w, load_external_data=False)
+        meta = {p.key: p.value for p in graph.metadata_props}
+        self.task = "segment" if len(graph.graph.output) > 1 else "detect"
         self.stride = int(meta.get("stride", 32))
         self.names = ast.literal_eval(meta["names"]) if "names" in meta else None
 

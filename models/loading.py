@@ -12,20 +12,21 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from models.yolo import Detect, DetectionModel
+from models.yolo import Detect, DetectionModel, Segment, SegmentationModel
 from utils.checkpoint import PathLike, extract_model, torch_safe_load
 
 __all__ = ["extract_model", "load_model", "model_from_checkpoint", "upgrade_legacy_model"]
 
-_INPLACE_TYPES = (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU, Detect, DetectionModel)
+_INPLACE_TYPES = (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU, Detect, DetectionModel, Segment,
+                  SegmentationModel)
 
 
 def upgrade_legacy_model(model: nn.Module, inplace: bool = True) -> nn.Module:
     """Apply upstream's compatibility fixes to a model unpickled from an older checkpoint (in place); returns it.
 
-    Missing ``stride`` becomes ``tensor([32.])``; list ``names`` become a dict; activations, ``Detect`` and
-    ``DetectionModel`` get ``inplace``; a pre-v6 ``anchor_grid`` buffer becomes a list; old ``nn.Upsample`` layers
-    get ``recompute_scale_factor = None``.
+    Missing ``stride`` becomes ``tensor([32.])``; list ``names`` become a dict; activations, ``Detect``,
+    ``DetectionModel``, ``Segment`` and ``SegmentationModel`` get ``inplace``; a pre-v6 ``anchor_grid`` buffer
+    becomes a list; old ``nn.Upsample`` layers get ``recompute_scale_factor = None``.
     """
     if not hasattr(model, "stride"):
         model.stride = torch.tensor([32.0])

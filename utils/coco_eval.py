@@ -35,12 +35,25 @@ def image_id_from_path(path: Union[str, Path]) -> Union[int, str]:
     return int(stem) if stem.isnumeric() else stem
 
 
-def predictions_to_coco(predn: torch.Tensor, path: Union[str, Path], class_map: Sequence[int]) -> list[dict]:
+def masks_to_rle(masks: np.ndarray) -> list[dict]:
+    """COCO run-length encodings (``counts`` as text) of binary masks (h, w, n) in original-image pixels."""
+    from pycocotools import mask as mask_utils
+
+    encoded = mask_utils.encode(np.asfortranarray(masks.astype(np.uint8)))
+    for rle in encoded:
+        rle["counts"] = rle["counts"].decode("utf-8")
+    return list(encoded)
+
+
+def predictions_to_coco(predn: torch.Tensor, path: Union[str, Path], class_map: Sequence[int],
+                        masks: np.ndarray | None = None) -> list[dict]:
     """Return COCO result dicts for one image's detections.
 
     Args:
         predn: (n, 6) ``[x1, y1, x2, y2, conf, cls]`` xyxy in original-image pixels.
         path: the image file (its stem is the image id). class_map: class index -> COCO category id.
+        masks: optional (h0, w0, n) binary masks in original-image pixels: each entry gets its RLE
+            ``segmentation`` (instance segmentation results).
     """
     if not len(predn):
         return []
@@ -50,8 +63,12 @@ def predictions_to_coco(predn: torch.Tensor, path: Union[str, Path], class_map: 
     scores = np.round(predn[:, 4].detach().float().cpu().numpy().astype(np.float64), 5).tolist()
     classes = predn[:, 5].detach().cpu().long().tolist()
     image_id = image_id_from_path(path)
-    return [{"image_id": image_id, "category_id": class_map[c], "bbox": b, "score": s}
-            for c, b, s in zip(classes, boxes, scores, strict=True)]
+    entries = [{"image_id": image_id, "category_id": class_map[c], "bbox": b, "score": s}
+               for c, b, s in zip(classes, boxes, scores, strict=True)]
+    if masks is not None:
+        for entry, rle in zip(entries, masks_to_rle(masks), strict=True):
+            entry["segmentation"] = rle
+    return entries
 
 
 def find_annotations(data: dict) -> Path | None:
@@ -77,11 +94,13 @@ def save_predictions_json(jdict: list[dict], file: Union[str, Path]) -> None:
 
 
 def score_with_pycocotools(anno_json: Union[str, Path], pred_json: Union[str, Path],
-                           image_ids: Sequence[Union[int, str]] | None = None) -> tuple[float, float] | None:
-    """Return ``(mAP50-95, mAP50)`` from pycocotools' bbox evaluation, or None if it cannot run (logged).
+                           image_ids: Sequence[Union[int, str]] | None = None,
+                           iou_type: str = "bbox") -> tuple[float, float] | None:
+    """Return ``(mAP50-95, mAP50)`` from pycocotools' evaluation, or None if it cannot run (logged).
 
     Args:
         anno_json: COCO ground-truth file. pred_json: results file. image_ids: restrict evaluation to these ids.
+        iou_type: ``'bbox'`` or ``'segm'`` (masks: the results need RLE ``segmentation`` entries).
     """
     try:
         from pycocotools.coco import COCO
@@ -92,7 +111,7 @@ def score_with_pycocotools(anno_json: Union[str, Path], pred_json: Union[str, Pa
     try:
         annotations = COCO(os.fspath(anno_json))
         predictions = annotations.loadRes(os.fspath(pred_json))
-        evaluator = COCOeval(annotations, predictions, "bbox")
+        evaluator = COCOeval(annotations, predictions, iou_type)
         if image_ids is not None:
             evaluator.params.imgIds = list(image_ids)
         evaluator.evaluate()

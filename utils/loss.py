@@ -8,7 +8,7 @@ anchors are in grid units (pixels / stride), as stored on the ``Detect`` head.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -89,6 +89,22 @@ class BCEBlurWithLogitsLoss(nn.Module):
         return (loss * (1 - torch.exp((dx - 1) / (self.alpha + 1e-4)))).mean()
 
 
+class Assignment(NamedTuple):
+    """Targets assigned to anchors and cells, one list entry per level (see :meth:`YoloLoss.assign`).
+
+    tcls (n,) classes; tbox (n, 4) ``[dx, dy, w, h]`` grid units (dx, dy: centre minus cell corner, -0.5..1.5);
+    indices ``(image, anchor, gy, gx)``; anchors (n, 2) matched anchor sizes (grid units); ids (n,) the target id of
+    each positive; xywhn (n, 4) its target box, normalised xywh.
+    """
+
+    tcls: list
+    tbox: list
+    indices: list
+    anchors: list
+    ids: list
+    xywhn: list
+
+
 class YoloLoss:
     """YOLOv5 loss from explicit parts: hyperparameters, anchors (nl, na, 2) in grid units, class count, strides.
 
@@ -126,12 +142,20 @@ class YoloLoss:
 
     def terms(self, p: list[torch.Tensor], targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return the gain-scaled loss terms ``{'box', 'obj', 'cls'}``, each a (1,) tensor."""
+        return self.detection_terms(p, self.assign(p, targets))[0]
+
+    def detection_terms(self, p: list[torch.Tensor],
+                        assignment: Assignment) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """Return (gain-scaled ``{'box', 'obj', 'cls'}`` terms, the fp32 positive rows (n_i, no) of each level)."""
         totals = {k: torch.zeros(1, device=self.device) for k in ("box", "obj", "cls")}
-        tcls, tbox, indices, anchors = self.build_targets(p, targets)
+        positives = []
         for i, pi in enumerate(p):
             tobj = torch.zeros(pi.shape[:4], dtype=torch.float32, device=self.device)
-            if indices[i][0].shape[0]:
-                box, cls, index, iou = self._positive_terms(pi, tcls[i], tbox[i], indices[i], anchors[i])
+            rows = pi[assignment.indices[i]].float()
+            positives.append(rows)
+            if rows.shape[0]:
+                box, cls, index, iou = self._positive_terms(rows, assignment.tcls[i], assignment.tbox[i],
+                                                            assignment.indices[i], assignment.anchors[i])
                 totals["box"] = totals["box"] + box
                 totals["cls"] = totals["cls"] + cls
                 tobj[index] = iou
@@ -141,12 +165,12 @@ class YoloLoss:
                 self.balance[i] = self.balance[i] * 0.9999 + 0.0001 / obj_level.detach().item()
         if self.autobalance:
             self.balance = [x / self.balance[self.ssi] for x in self.balance]
-        return {name: value * float(self.hyp[name]) for name, value in totals.items()}
+        return {name: value * float(self.hyp[name]) for name, value in totals.items()}, positives
 
-    def _positive_terms(self, pi: torch.Tensor, tcls: torch.Tensor, tbox: torch.Tensor,
+    def _positive_terms(self, rows: torch.Tensor, tcls: torch.Tensor, tbox: torch.Tensor,
                         index: tuple[torch.Tensor, ...], anchors: torch.Tensor):
-        """Return (box loss, cls loss, tobj index, tobj values) for the positives of one level."""
-        pxy, pwh, _, pcls = pi[index].float().split((2, 2, 1, self.nc), 1)
+        """Return (box loss, cls loss, tobj index, tobj values) for the positive rows (n, no) of one level."""
+        pxy, pwh, _, pcls = rows[:, :5 + self.nc].split((2, 2, 1, self.nc), 1)
         pbox = torch.cat((pxy.sigmoid() * 2 - 0.5, (pwh.sigmoid() * 2) ** 2 * anchors), 1)
         iou = bbox_iou(pbox, tbox, xywh=True, CIoU=True).view(-1)
         box_loss = (1.0 - iou).mean()
@@ -172,34 +196,49 @@ class YoloLoss:
             offset of the centre from the cell corner (-0.5..1.5). indices: per level ``(image, anchor, gy, gx)``.
             anchors: per level (n, 2) matched anchor sizes in grid units.
         """
+        return tuple(self.assign(p, targets))[:4]
+
+    def assign(self, p: list[torch.Tensor], targets: torch.Tensor,
+               target_ids: torch.Tensor | None = None) -> Assignment:
+        """Assign targets (nt, 6) to anchors and cells of every level; see :class:`Assignment`.
+
+        ``target_ids`` (nt,) are carried to each positive (default: the row index of its target).
+        """
         nt = targets.shape[0]
+        ids = (torch.arange(nt, device=self.device) if target_ids is None else target_ids).to(targets.dtype)
         anchor_index = torch.arange(self.na, device=self.device).float().view(self.na, 1).expand(self.na, nt)
-        per_anchor = torch.cat((targets.expand(self.na, nt, 6), anchor_index[..., None]), 2)  # (na, nt, 7)
-        tcls, tbox, indices, anchors = [], [], [], []
+        per_anchor = torch.cat((targets.expand(self.na, nt, 6), anchor_index[..., None],
+                                ids.view(1, nt, 1).expand(self.na, nt, 1)), 2)  # (na, nt, 8)
+        out = Assignment([], [], [], [], [], [])
         for i in range(self.nl):
             ny, nx = p[i].shape[2:4]
             cand = self._candidates(per_anchor, self.anchors[i], nx, ny)
             image, cls = cand[:, 0].long(), cand[:, 1].long()
             gxy, gwh, a = cand[:, 2:4], cand[:, 4:6], cand[:, 6].long()
-            cell = (gxy - cand[:, 7:9]).long()
+            cell = (gxy - cand[:, 8:10]).long()
             cell[:, 0].clamp_(0, nx - 1)
             cell[:, 1].clamp_(0, ny - 1)
-            indices.append((image, a, cell[:, 1], cell[:, 0]))
-            tbox.append(torch.cat((gxy - cell, gwh), 1))
-            anchors.append(self.anchors[i][a])
-            tcls.append(cls)
-        return tcls, tbox, indices, anchors
+            out.indices.append((image, a, cell[:, 1], cell[:, 0]))
+            out.tbox.append(torch.cat((gxy - cell, gwh), 1))
+            out.anchors.append(self.anchors[i][a])
+            out.tcls.append(cls)
+            out.ids.append(cand[:, 7].long())
+            out.xywhn.append(cand[:, 2:6] / cand.new_tensor([nx, ny, nx, ny]))
+        return out
 
     def _candidates(self, per_anchor: torch.Tensor, level_anchors: torch.Tensor, nx: int, ny: int) -> torch.Tensor:
-        """Return (m, 9) rows ``[img, cls, gx, gy, gw, gh, anchor, off_x, off_y]`` (grid units) of positives.
+        """Return (m, c + 2) rows ``[img, cls, gx, gy, gw, gh, ..., off_x, off_y]`` (grid units) of positives.
 
-        Keeps (anchor, target) pairs whose size ratio is within ``anchor_t`` and replicates each into its own
-        cell plus the (up to two) neighbouring cells its centre is close to. Order: offset, anchor, target.
+        ``per_anchor`` is (na, nt, c) ``[img, cls, x, y, w, h, ...]`` (xywh normalised; the other columns are
+        carried unchanged). Keeps (anchor, target) pairs whose size ratio is within ``anchor_t`` and replicates each
+        into its own cell plus the (up to two) neighbouring cells its centre is close to. Order: offset, anchor,
+        target.
         """
-        scale = torch.tensor([1, 1, nx, ny, nx, ny, 1], device=self.device, dtype=per_anchor.dtype)
+        scale = torch.ones(per_anchor.shape[2], device=self.device, dtype=per_anchor.dtype)
+        scale[2:6] = scale.new_tensor([nx, ny, nx, ny])
         t = per_anchor * scale
         ratio = t[..., 4:6] / level_anchors[:, None]
-        t = t[torch.max(ratio, 1 / ratio).max(2)[0] < float(self.hyp.get("anchor_t", 4.0))]  # (k, 7)
+        t = t[torch.max(ratio, 1 / ratio).max(2)[0] < float(self.hyp.get("anchor_t", 4.0))]  # (k, c)
         gxy = t[:, 2:4]
         gxy_inv = torch.tensor([nx, ny], device=self.device, dtype=t.dtype) - gxy
         near_low = (gxy % 1 < NEIGHBOUR_BIAS) & (gxy > 1)  # left / up neighbour usable
@@ -220,16 +259,24 @@ class ComputeLoss(YoloLoss):
     """
 
     def __init__(self, model: nn.Module, autobalance: bool = False, hyp: Hyp | Mapping | None = None) -> None:
-        core = de_parallel(model)
-        hyp = hyp if hyp is not None else getattr(core, "hyp", None) or getattr(model, "hyp", None)
-        if isinstance(hyp, Hyp):
-            hyp = hyp.to_dict()
-        if not isinstance(hyp, Mapping):
-            raise AttributeError("ComputeLoss needs hyperparameters: pass hyp= or set model.hyp (a dict such as box, "
-                                 "obj, cls, anchor_t) before building the loss, as train.py does")
-        head = core.model[-1]
-        device = next(model.parameters()).device
-        super().__init__(dict(hyp), head.anchors.to(device), head.nc, head.stride, autobalance)
+        hyp, head, device = loss_setup(model, hyp, "train.py")
+        super().__init__(hyp, head.anchors.to(device), head.nc, head.stride, autobalance)
+
+
+def loss_setup(model: nn.Module, hyp: Hyp | Mapping | None, script: str) -> tuple[dict, nn.Module, torch.device]:
+    """Return (hyp dict, head, device) for a loss built from ``model``: ``hyp`` if given, else ``model.hyp``.
+
+    Raises:
+        AttributeError: no hyperparameters anywhere (``script`` names who normally sets ``model.hyp``).
+    """
+    core = de_parallel(model)
+    hyp = hyp if hyp is not None else getattr(core, "hyp", None) or getattr(model, "hyp", None)
+    if isinstance(hyp, Hyp):
+        hyp = hyp.to_dict()
+    if not isinstance(hyp, Mapping):
+        raise AttributeError("ComputeLoss needs hyperparameters: pass hyp= or set model.hyp (a dict such as box, "
+                             f"obj, cls, anchor_t) before building the loss, as {script} does")
+    return dict(hyp), core.model[-1], next(model.parameters()).device
 
 
 def build_loss(model: nn.Module,

@@ -174,16 +174,24 @@ def process_batch(detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Te
         highest label index); each label then keeps only the first detection (lowest index) that took it. The
         second step is upstream's quirk: it does not re-sort by IoU.
     """
-    n_det, n_thr = detections.shape[0], iouv.shape[0]
-    if not n_det or not labels.shape[0]:
-        return torch.zeros((n_det, n_thr), dtype=torch.bool, device=detections.device)
-    iou = box_iou(labels[:, 1:], detections[:, :4])
-    same_class = labels[:, 0:1] == detections[:, 5]
+    if not detections.shape[0] or not labels.shape[0]:
+        return torch.zeros((detections.shape[0], iouv.shape[0]), dtype=torch.bool, device=detections.device)
+    return match_by_iou(box_iou(labels[:, 1:], detections[:, :4]), labels[:, 0], detections[:, 5], iouv)
+
+
+def match_by_iou(iou: torch.Tensor, label_cls: torch.Tensor, det_cls: torch.Tensor,
+                 iouv: torch.Tensor) -> torch.Tensor:
+    """The matching of :func:`process_batch` for any IoU (box or mask): iou (M, N) label x detection, label
+    classes (M,), detection classes (N,) with detections by decreasing conf; returns bool (N, K)."""
+    n_det, n_thr = iou.shape[1], iouv.shape[0]
+    if not n_det or not iou.shape[0]:
+        return torch.zeros((n_det, n_thr), dtype=torch.bool, device=iou.device)
+    same_class = label_cls[:, None] == det_cls[None, :]
     best_iou, best_label = _best_label(torch.where(same_class, iou, iou.new_tensor(-1.0)), prefer_last=True)
     valid = best_iou[None, :] >= iouv.to(iou)[:, None]  # (K, N)
-    det_index = torch.arange(n_det, device=detections.device).expand(n_thr, n_det)
+    det_index = torch.arange(n_det, device=iou.device).expand(n_thr, n_det)
     label_index = best_label.expand(n_thr, n_det)
-    first_det = torch.full((n_thr, labels.shape[0]), n_det, dtype=torch.long, device=detections.device)
+    first_det = torch.full((n_thr, iou.shape[0]), n_det, dtype=torch.long, device=iou.device)
     first_det.scatter_reduce_(1, label_index, torch.where(valid, det_index, n_det), reduce="amin")
     return (valid & (first_det.gather(1, label_index) == det_index)).T
 

@@ -217,7 +217,10 @@ def _score_rows(rows: torch.Tensor, image_index: torch.Tensor, nc: int, conf_thr
     if classes is not None:
         keep &= torch.isin(cls, torch.as_tensor(classes, device=cls.device).long())
     row, cls, conf = row[keep], cls[keep], conf[keep]
-    return _Candidates(boxes, rows[:, 5 + nc:], row, cls, conf, image_index[row])
+    masks = rows[:, 5 + nc:]
+    if masks.shape[1]:  # upstream multiplies every column from 5 on, mask coefficients included, by objectness
+        masks = masks * rows[:, 4:5]
+    return _Candidates(boxes, masks, row, cls, conf, image_index[row])
 
 
 def _offset_boxes(boxes: torch.Tensor, cls: torch.Tensor | None) -> torch.Tensor:
@@ -282,7 +285,8 @@ def non_max_suppression(prediction: Union[torch.Tensor, Sequence[torch.Tensor]],
         multi_label: a box may yield one detection per class above ``conf_thres`` (ignored when nc == 1).
         labels: apriori labels per image, (n_i, 5) ``[cls, x, y, w, h]`` (xywh, pixels), added with conf 1.
         max_det: maximum detections per image.
-        nm: number of mask coefficients at the end of each row (carried through unscaled).
+        nm: number of mask coefficients at the end of each row. As upstream, they come out multiplied by the row's
+            objectness (upstream scales all columns from 5 on by it); ``utils.mask_ops.process_mask`` expects that.
 
     Returns:
         list of B tensors (n_i, 6 + nm) ``[x1, y1, x2, y2, conf, cls, masks...]`` (xyxy, pixels), sorted by

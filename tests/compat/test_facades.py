@@ -49,6 +49,18 @@ FACADES = {
         "BCEBlurWithLogitsLoss", "ComputeLoss", "FocalLoss", "QFocalLoss", "YoloLoss", "build_loss", "smooth_BCE",
     },
     "utils.loggers": {"HOOKS", "LOGGERS", "Loggers", "RESULTS_KEYS"},
+    "utils.segment.general": {
+        "crop_mask", "mask_iou", "masks2segments", "masks_iou", "process_mask", "process_mask_native",
+        "process_mask_upsample", "scale_image",
+    },
+    "utils.segment.dataloaders": {
+        "LoadImagesAndLabelsAndMasks", "create_dataloader", "polygon2mask", "polygons2masks", "polygons2masks_overlap",
+    },
+    "utils.segment.augmentations": {"box_candidates", "mixup", "random_perspective"},
+    "utils.segment.plots": {"plot_images_and_masks", "plot_results_with_masks"},
+    "utils.segment.loss": {"ComputeLoss", "SegmentLoss", "per_image_rank"},
+    "utils.segment.metrics": {"BEST_KEYS", "KEYS", "Metric", "Metrics", "ap_per_class_box_and_mask", "fitness",
+                              "match_masks"},
 }
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.builder import build_model
-from models.yolo import BaseModel, DetectionModel
+from models.yolo import BaseModel, DetectionModel, SegmentationModel
 from utils.files import yaml_load
 from utils.torch_utils import model_flops
 
@@ -43,6 +43,14 @@ UPSTREAM_TABLE = {
     "yolov5n.yaml": (1_872_157, 4.56, 349, 10, [8, 16, 32]),
     "yolov5s.yaml": (7_235_389, 16.62, 349, 10, [8, 16, 32]),
     "yolov5x.yaml": (86_749_405, 206.31, 745, 10, [8, 16, 32]),
+    # -seg rows: not in the shared table; measured by building upstream's models/segment/*.yaml with the pip package
+    # yolov5==7.0.14 (black box, nc=80, thop at stride x stride scaled to 640, as the rows above). The fixture's
+    # nc=10 n-seg (1,896,839) is this n-seg row minus 3 levels x 3 anchors x 70 outputs x (64+128+256+3) = 94,710.
+    "segment/yolov5n-seg.yaml": (1_991_549, 7.19, 367, 10, [8, 16, 32]),
+    "segment/yolov5s-seg.yaml": (7_621_277, 26.58, 367, 10, [8, 16, 32]),
+    "segment/yolov5m-seg.yaml": (21_990_397, 71.25, 499, 10, [8, 16, 32]),
+    "segment/yolov5l-seg.yaml": (47_924_957, 148.37, 631, 10, [8, 16, 32]),
+    "segment/yolov5x-seg.yaml": (88_819_517, 266.60, 763, 10, [8, 16, 32]),
 }
 # The installed ultralytics-thop gives yolov5n6 4.6549 GFLOPs, which rounds to 4.65; the table says 4.66. Params,
 # state keys and strides match exactly, and no per-layer counting rule reconciles this row with the other 21 (the
@@ -50,7 +58,8 @@ UPSTREAM_TABLE = {
 KNOWN_GFLOPS_DEVIATIONS = {"hub/yolov5n6.yaml": 4.65}
 SMALL = [
     "yolov5n.yaml", "yolov5s.yaml", "hub/yolov5n6.yaml", "hub/yolov5s6.yaml", "hub/yolov5s-ghost.yaml",
-    "hub/yolov5s-transformer.yaml", "hub/yolov5s-LeakyReLU.yaml", "hub/yolov3-tiny.yaml",
+    "hub/yolov5s-transformer.yaml", "hub/yolov5s-LeakyReLU.yaml", "hub/yolov3-tiny.yaml", "segment/yolov5n-seg.yaml",
+    "segment/yolov5s-seg.yaml",
 ]
 BIG = [name for name in UPSTREAM_TABLE if name not in SMALL]
 
@@ -68,6 +77,7 @@ def _meta_model(cfg: dict) -> tuple[BaseModel, list[int]]:
         model = BaseModel()
         model.model, model.save = built.model, built.save
         outputs = model(torch.zeros(1, 3, 256, 256))
+    outputs = outputs[0] if isinstance(outputs, tuple) else outputs  # Segment: (levels, prototypes)
     strides = [256 // out.shape[-2] for out in outputs]
     model.model[-1].stride = torch.tensor(strides, dtype=torch.float32)
     model.stride = model.model[-1].stride
@@ -94,12 +104,15 @@ def _train_step(model: DetectionModel, size: int) -> None:
     nl, na, no = model.model[-1].nl, model.model[-1].na, model.model[-1].no
     x = torch.rand(2, 3, size, size)
     outputs = model.train()(x)
+    if isinstance(outputs, tuple):  # Segment: (levels, prototypes (b, nm, size / 4, size / 4))
+        outputs, protos = outputs
+        assert protos.shape == (2, model.model[-1].nm, size // 4, size // 4)
     assert [tuple(o.shape) for o in outputs] == [(2, na, size // s, size // s, no) for s in model.stride.int().tolist()]
     sum(o.float().mean() for o in outputs).backward()
     first_conv = next(p for p in model.parameters() if p.dim() == 4)
     assert first_conv.grad is not None and first_conv.grad.abs().sum() > 0
     with torch.no_grad():
-        decoded, raw = model.eval()(x)
+        decoded, *_, raw = model.eval()(x)
     rows = sum(na * (size // s) ** 2 for s in model.stride.int().tolist())
     assert decoded.shape == (2, rows, no) and len(raw) == nl
     assert torch.isfinite(decoded).all()
@@ -127,3 +140,10 @@ def test_big_model_builds_trains_and_matches_table(name):
 def test_bare_name_resolves_like_upstream():
     model = DetectionModel("yolov5n6.yaml")
     assert model.yaml_file == "yolov5n6.yaml" and model.model[-1].nl == 4
+
+
+def test_seg_yaml_builds_a_segmentation_model_by_bare_name():
+    model = SegmentationModel("yolov5n-seg.yaml", nc=3)
+    head = model.model[-1]
+    assert model.yaml_file == "yolov5n-seg.yaml" and type(head).__name__ == "Segment"
+    assert (head.nc, head.nm, head.npr, head.no, head.proto.cv3.conv.out_channels) == (3, 32, 64, 40, 32)

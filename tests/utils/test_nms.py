@@ -29,7 +29,7 @@ def reference_nms(prediction, conf_thres=0.25, iou_thres=0.45, classes=None, agn
             x = torch.cat((x, extra))
         scores = x[:, 5:5 + nc] * x[:, 4:5]
         half = x[:, 2:4] / 2
-        box, mask = torch.cat((x[:, :2] - half, x[:, :2] + half), 1), x[:, 5 + nc:]
+        box, mask = torch.cat((x[:, :2] - half, x[:, :2] + half), 1), x[:, 5 + nc:] * x[:, 4:5]  # upstream scales
         if multi_label and nc > 1:
             i, j = (scores > conf_thres).nonzero(as_tuple=True)
             x = torch.cat((box[i], scores[i, j, None], j[:, None].float(), mask[i]), 1)
@@ -185,11 +185,15 @@ def test_apriori_label_with_bad_class_is_rejected():
         non_max_suppression(random_prediction(batch=2), labels=labels)
 
 
-def test_mask_coefficients_are_carried():
+def test_mask_coefficients_are_carried_times_objectness_as_upstream():
     prediction = random_prediction(batch=2, nc=3, nm=4, seed=6)
     ours = non_max_suppression(prediction, 0.01, 0.5, nm=4)
     assert all(o.shape[1] == 10 for o in ours)
     assert_same(ours, reference_nms(prediction, 0.01, 0.5, nm=4))
+    prediction[..., 4] = 1.0  # objectness 1: the raw coefficients come out
+    row = non_max_suppression(prediction[:1], 0.01, 0.5, nm=4)[0][0]
+    match = (prediction[0, :, 5:8].max(1).values - row[4]).abs().argmin()
+    assert torch.equal(row[6:], prediction[0, match, 8:])
 
 
 def test_tuple_input_and_single_class_multi_label():

@@ -234,24 +234,54 @@ def transform_segments(segments: Sequence[np.ndarray], matrix: np.ndarray, width
     return boxes.reshape(-1, 4), mapped
 
 
-def warp_labels(targets: np.ndarray, segments: Sequence[np.ndarray], matrix: np.ndarray, zoom: float,
-                width: int, height: int, perspective: bool = False) -> np.ndarray:
+def warp_targets(targets: np.ndarray, segments: Sequence[np.ndarray], matrix: np.ndarray, zoom: float,
+                 width: int, height: int, perspective: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """Transform label rows [cls, x1, y1, x2, y2] (pixels) and drop boxes that became too small or thin.
 
     Polygons are used for the new boxes when there is one per row (then the area threshold is 0.01, else 0.10).
+
+    Returns:
+        (surviving rows (m, 5), their polygons mapped through ``matrix`` (each resampled to 1000 points, not
+        clipped), or [] when the boxes were used).
     """
     n = len(targets)
     if not n:
-        return targets
+        return targets, []
     use_segments = len(segments) == n and n > 0
+    mapped: list[np.ndarray] = []
     if use_segments:
-        new_boxes, _ = transform_segments(segments, matrix, width, height, perspective)
+        new_boxes, mapped = transform_segments(segments, matrix, width, height, perspective)
     else:
         new_boxes = transform_boxes(targets[:, 1:5], matrix, width, height, perspective)
     keep = box_candidates(targets[:, 1:5].T * zoom, new_boxes.T, area_thr=0.01 if use_segments else 0.10)
     targets = targets[keep]
     targets[:, 1:5] = new_boxes[keep]
-    return targets
+    return targets, [segment for segment, kept in zip(mapped, keep, strict=True) if kept] if use_segments else []
+
+
+def warp_labels(targets: np.ndarray, segments: Sequence[np.ndarray], matrix: np.ndarray, zoom: float,
+                width: int, height: int, perspective: bool = False) -> np.ndarray:
+    """:func:`warp_targets` without the polygons: the surviving rows (m, 5) [cls, x1, y1, x2, y2] pixels."""
+    return warp_targets(targets, segments, matrix, zoom, width, height, perspective)[0]
+
+
+def random_perspective_with_segments(im: np.ndarray, targets: np.ndarray = (), segments: Sequence[np.ndarray] = (),
+                                     degrees: float = 10, translate: float = 0.1, scale: float = 0.1,
+                                     shear: float = 10, perspective: float = 0.0,
+                                     border: Sequence[int] = (0, 0)) -> tuple[np.ndarray, np.ndarray, list]:
+    """:func:`random_perspective` that also returns the surviving polygons, mapped (upstream's segmentation
+    version): ``(image, targets (m, 5) [cls, x1, y1, x2, y2] pixels, polygons (1000, 2) pixels or [])``."""
+    height, width = im.shape[0] + border[0] * 2, im.shape[1] + border[1] * 2
+    matrix, zoom = random_affine_matrix(im.shape[:2], (height, width), degrees, translate, scale, shear,
+                                        perspective)
+    if border[0] or border[1] or (matrix != np.eye(3)).any():
+        fill = (PAD_VALUE, PAD_VALUE, PAD_VALUE)
+        if perspective:
+            im = cv2.warpPerspective(im, matrix, dsize=(width, height), borderValue=fill)
+        else:
+            im = cv2.warpAffine(im, matrix[:2], dsize=(width, height), borderValue=fill)
+    targets = np.asarray(targets, dtype=np.float64).reshape(-1, 5)
+    return im, *warp_targets(targets, segments, matrix, zoom, width, height, bool(perspective))
 
 
 def random_perspective(im: np.ndarray, targets: np.ndarray = (), segments: Sequence[np.ndarray] = (),
@@ -269,17 +299,9 @@ def random_perspective(im: np.ndarray, targets: np.ndarray = (), segments: Seque
     Returns:
         (warped image, surviving targets (m, 5) [cls, x1, y1, x2, y2] pixels in the output image).
     """
-    height, width = im.shape[0] + border[0] * 2, im.shape[1] + border[1] * 2
-    matrix, zoom = random_affine_matrix(im.shape[:2], (height, width), degrees, translate, scale, shear,
-                                        perspective)
-    if border[0] or border[1] or (matrix != np.eye(3)).any():
-        fill = (PAD_VALUE, PAD_VALUE, PAD_VALUE)
-        if perspective:
-            im = cv2.warpPerspective(im, matrix, dsize=(width, height), borderValue=fill)
-        else:
-            im = cv2.warpAffine(im, matrix[:2], dsize=(width, height), borderValue=fill)
-    targets = np.asarray(targets, dtype=np.float64).reshape(-1, 5)
-    return im, warp_labels(targets, segments, matrix, zoom, width, height, bool(perspective))
+    im, targets, _ = random_perspective_with_segments(im, targets, segments, degrees, translate, scale, shear,
+                                                      perspective, border)
+    return im, targets
 
 
 def bbox_ioa(box: np.ndarray, boxes: np.ndarray, eps: float = 1e-7) -> np.ndarray:
@@ -322,18 +344,34 @@ def mixup(im: np.ndarray, labels: np.ndarray, im2: np.ndarray,
     return blended, np.concatenate((labels, labels2), 0)
 
 
+def mixup_with_segments(im: np.ndarray, labels: np.ndarray, segments: list, im2: np.ndarray, labels2: np.ndarray,
+                        segments2: list) -> tuple[np.ndarray, np.ndarray, list]:
+    """:func:`mixup` that also concatenates the polygons of the two samples (upstream's segmentation version)."""
+    blended, labels = mixup(im, labels, im2, labels2)
+    return blended, labels, [*segments, *segments2]
+
+
 def random_flips(im: np.ndarray, labels: np.ndarray, flipud: float, fliplr: float) -> tuple[np.ndarray, np.ndarray]:
     """Flip an image up-down with probability ``flipud`` and left-right with ``fliplr``.
 
     Labels are (n, 5) [cls, x, y, w, h] **normalised** and are modified in place. The image is returned as a
     flipped view (no copy); the caller's later contiguous copy materialises it.
     """
+    im, labels, _ = random_flips_with_masks(im, labels, None, flipud, fliplr)
+    return im, labels
+
+
+def random_flips_with_masks(im: np.ndarray, labels: np.ndarray, masks: np.ndarray | None, flipud: float,
+                            fliplr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`random_flips` that flips masks (m, h, w) (any resolution) with the image; returns flipped views."""
     if random.random() < flipud:
         im = im[::-1]
+        masks = masks[:, ::-1] if masks is not None else None
         if len(labels):
             labels[:, 2] = 1 - labels[:, 2]
     if random.random() < fliplr:
         im = im[:, ::-1]
+        masks = masks[:, :, ::-1] if masks is not None else None
         if len(labels):
             labels[:, 1] = 1 - labels[:, 1]
-    return im, labels
+    return im, labels, masks

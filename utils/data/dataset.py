@@ -262,15 +262,19 @@ class LoadImagesAndLabels(Dataset):
             image, labels = random_perspective(image, labels, **{k: self.hyp[k] for k in keys})
         return image, labels, ((h0, w0), ((h / h0, w / w0), pad))
 
+    def mosaic_hsv(self) -> tuple[np.ndarray | None, bool]:
+        """(HSV gains to apply while rendering a mosaic, whether that completes the HSV step). HSV is fused into the
+        mosaic rendering unless Albumentations must run between the two."""
+        if self.albumentations.transform is not None:
+            return None, False
+        return random_hsv_gains(self.hyp["hsv_h"], self.hyp["hsv_s"], self.hyp["hsv_v"]), True
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str, tuple | None]:
         index = self.indices[index]
         hyp = self.hyp
         hsv_done = False
         if self.mosaic and random.random() < hyp["mosaic"]:
-            # HSV is fused into the mosaic rendering unless Albumentations must run between the two
-            gains = None if self.albumentations.transform else random_hsv_gains(hyp["hsv_h"], hyp["hsv_s"],
-                                                                                hyp["hsv_v"])
-            hsv_done = self.albumentations.transform is None
+            gains, hsv_done = self.mosaic_hsv()
             image, labels = load_mosaic(self, index, gains)
             shapes = None
             if random.random() < hyp["mixup"]:

@@ -118,6 +118,16 @@ def _check_row(row: np.ndarray, number: int, nc: int | None) -> None:
         raise LabelError(f"line {number}: non-normalized or out of bounds coordinates {row[1:][row[1:] > 1].tolist()}")
 
 
+class ParsedLabels(NamedTuple):
+    """One label file parsed: labels (n, 5) float32 [cls, x, y, w, h] normalised, segments (see
+    :func:`parse_label_text`), the number of duplicate rows removed and warnings naming a line (degenerate polygons)."""
+
+    labels: np.ndarray
+    segments: list
+    duplicates: int
+    warnings: list
+
+
 def parse_label_text(text: str, nc: int | None = None) -> tuple[np.ndarray, list[np.ndarray], int]:
     """Parse the text of one label file.
 
@@ -132,10 +142,17 @@ def parse_label_text(text: str, nc: int | None = None) -> tuple[np.ndarray, list
     Raises:
         LabelError: a row has the wrong column count, a bad class id or coordinates outside [0, 1].
     """
+    return tuple(parse_labels(text, nc))[:3]
+
+
+def parse_labels(text: str, nc: int | None = None) -> ParsedLabels:
+    """:func:`parse_label_text` plus warnings for polygons that enclose no area (kept: their masks are empty)."""
     lines = [line for line in text.splitlines() if line.strip()]
     rows = _parse_rows(lines)
     for number, row in enumerate(rows, 1):
         _check_row(row, number, nc)
+    warnings = [f"line {number}: polygon encloses no area (points on one line); its mask is empty"
+                for number, row in enumerate(rows, 1) if len(row) > 5 and _polygon_area(row[1:]) <= 0.0]
     first_index: dict[tuple, int] = {}
     for i, row in enumerate(rows):
         first_index.setdefault(tuple(row), i)
@@ -143,7 +160,7 @@ def parse_label_text(text: str, nc: int | None = None) -> tuple[np.ndarray, list
     duplicates = len(rows) - len(keep)
     rows = [rows[i] for i in keep]
     if not rows:
-        return np.zeros((0, 5), dtype=np.float32), [], 0
+        return ParsedLabels(np.zeros((0, 5), dtype=np.float32), [], 0, warnings)
     classes = np.array([row[0] for row in rows], dtype=np.float32).reshape(-1, 1)
     segments = []
     if any(len(row) > 5 for row in rows):
@@ -153,7 +170,13 @@ def parse_label_text(text: str, nc: int | None = None) -> tuple[np.ndarray, list
     else:
         boxes = np.array([row[1:] for row in rows], dtype=np.float32)
     labels = np.concatenate((classes, boxes.astype(np.float32)), axis=1)
-    return labels, segments, duplicates
+    return ParsedLabels(labels, segments, duplicates, warnings)
+
+
+def _polygon_area(flat_xy: np.ndarray) -> float:
+    """Absolute shoelace area of a polygon given as flat normalised ``x1 y1 x2 y2 ...``."""
+    x, y = flat_xy[0::2], flat_xy[1::2]
+    return float(abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))) / 2)
 
 
 def _box_corners(xywh: np.ndarray) -> np.ndarray:
@@ -173,10 +196,11 @@ def verify_image_label(args: tuple) -> LabelRecord:
             return LabelRecord(im_file, np.zeros((0, 5), np.float32), shape, [], 1, 0, 0, 0, message)
         with open(label_file, encoding="utf-8") as handle:
             text = handle.read()
-        labels, segments, duplicates = parse_label_text(text, nc)
+        labels, segments, duplicates, warnings = parse_labels(text, nc)
+        notes = [f"{prefix}WARNING ⚠️ {label_file}: {w}" for w in warnings]
         if duplicates:
-            note = f"{prefix}WARNING ⚠️ {label_file}: {duplicates} duplicate labels removed"
-            message = f"{message}\n{note}" if message else note
+            notes.append(f"{prefix}WARNING ⚠️ {label_file}: {duplicates} duplicate labels removed")
+        message = "\n".join([m for m in (message, *notes) if m])
         return LabelRecord(im_file, labels, shape, segments, 0, 1, int(len(labels) == 0), 0, message)
     except Exception as error:
         where = label_file if isinstance(error, (LabelError, UnicodeDecodeError)) else im_file

@@ -160,6 +160,14 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
                                       cache_images=cache, single_cls=single_cls, stride=int(stride), pad=pad,
                                       image_weights=image_weights, min_items=min_items, prefix=prefix, rank=rank,
                                       seed=seed, nc=nc)
+    collate = LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn
+    return build_loader(dataset, batch_size, workers, shuffle, rank, image_weights, quad, seed, collate), dataset
+
+
+def build_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool, rank: int, image_weights: bool,
+                 drop_last: bool, seed: int, collate_fn) -> DataLoader:
+    """The loader of :func:`create_dataloader` for a built dataset: ``InfiniteDataLoader`` (a plain ``DataLoader``
+    with image weights), a ``SmartDistributedSampler`` under DDP, seeded workers and generator."""
     batch_size = min(batch_size, len(dataset))
     num_workers = _num_workers(batch_size, workers)
     sampler = None if rank == -1 else SmartDistributedSampler(dataset, shuffle=shuffle, seed=seed)
@@ -167,8 +175,6 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
     generator = torch.Generator()
     generator.manual_seed(GENERATOR_SEED_BASE + seed + _dist_rank_world()[0])  # global rank, -1 if not DDP
     pin_memory = os.getenv("PIN_MEMORY", "True").lower() == "true" and torch.cuda.is_available()
-    loader = loader_class(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                          num_workers=num_workers, sampler=sampler, drop_last=quad, pin_memory=pin_memory,
-                          collate_fn=LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn,
-                          worker_init_fn=_init_worker, generator=generator)
-    return loader, dataset
+    return loader_class(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                        num_workers=num_workers, sampler=sampler, drop_last=drop_last, pin_memory=pin_memory,
+                        collate_fn=collate_fn, worker_init_fn=_init_worker, generator=generator)

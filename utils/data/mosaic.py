@@ -27,7 +27,8 @@ from utils.data.augment import (
     hsv_lut,
     random_affine_matrix,
     random_perspective,
-    warp_labels,
+    random_perspective_with_segments,
+    warp_targets,
 )
 from utils.data.mosaic_direct import render_direct
 
@@ -145,6 +146,14 @@ def load_mosaic(dataset, index: int, hsv_gains: np.ndarray | None = None) -> tup
     labels/segments are clipped to the 2s canvas, and the warp uses ``dataset.mosaic_border`` (-s/2). With
     ``hsv_gains`` (see ``augmentations.random_hsv_gains``) the HSV augmentation is applied here as well.
     """
+    image, labels, _ = load_mosaic_with_segments(dataset, index, hsv_gains)
+    return image, labels
+
+
+def load_mosaic_with_segments(dataset, index: int,
+                              hsv_gains: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list]:
+    """:func:`load_mosaic` that also returns the surviving polygons in output pixels (one per label row when every
+    tile has one polygon per label, as the segmentation dataset guarantees; else [])."""
     s, hyp = dataset.img_size, dataset.hyp
     tiles = _layout4(dataset, index)
     lut = hsv_lut(hsv_gains) if hsv_gains is not None else None
@@ -153,9 +162,10 @@ def load_mosaic(dataset, index: int, hsv_gains: np.ndarray | None = None) -> tup
         tiles = [_load(dataset, tile) for tile in tiles]
         labels, segments = _gather_labels(dataset, tiles, 2 * s)
         canvas, labels, segments = copy_paste(paste_tiles(tiles, 2 * s), labels, segments, p=hyp["copy_paste"])
-        image, labels = random_perspective(canvas, labels, segments, border=dataset.mosaic_border,
-                                           **_perspective_kwargs(hyp))
-        return (image if lut is None else apply_hsv_lut(image, lut, out=image)), labels
+        image, labels, segments = random_perspective_with_segments(canvas, labels, segments,
+                                                                   border=dataset.mosaic_border,
+                                                                   **_perspective_kwargs(hyp))
+        return (image if lut is None else apply_hsv_lut(image, lut, out=image)), labels, segments
     out_shape = (2 * s + 2 * dataset.mosaic_border[0], 2 * s + 2 * dataset.mosaic_border[1])
     matrix, zoom = random_affine_matrix((2 * s, 2 * s), out_shape, **_perspective_kwargs(hyp))
     shifts = None
@@ -167,7 +177,7 @@ def load_mosaic(dataset, index: int, hsv_gains: np.ndarray | None = None) -> tup
         image = _warp_canvas(paste_tiles(tiles, 2 * s), matrix, out_shape, perspective)
         image = image if lut is None else apply_hsv_lut(image, lut, out=image)
     labels, segments = _gather_labels(dataset, tiles, 2 * s, shifts)
-    return image, warp_labels(labels, segments, matrix, zoom, out_shape[1], out_shape[0], perspective)
+    return image, *warp_targets(labels, segments, matrix, zoom, out_shape[1], out_shape[0], perspective)
 
 
 def _warp_canvas(canvas: np.ndarray, matrix: np.ndarray, out_shape: tuple[int, int], perspective: bool) -> np.ndarray:

@@ -43,6 +43,9 @@ class Loggers:
         keys: names of the ``on_fit_epoch_end`` values (default: the 13 ``results.csv`` columns). A loop with other
             keys (the autoencoder pretrainer) writes its own CSV; TensorBoard and Comet use these names.
         job_type: Comet's job type ("Training", "Pretraining").
+        run_logger: write ``results.csv`` etc. with :class:`RunLogger` under ``keys`` (None: only for the default
+            detection keys). batch_plots: let the run logger draw ``train_batch*.jpg`` (a task that draws its own,
+            with masks, turns it off).
 
     Attributes:
         csv: the :class:`RunLogger` (None with custom ``keys`` or without ``csv``). tb / comet_logger: the optional
@@ -51,15 +54,16 @@ class Loggers:
 
     def __init__(self, save_dir: Path | str | None = None, weights: Any = None, opt: Any = None, hyp: Any = None,
                  logger: Any = None, include: Sequence[str] = LOGGERS, plots: bool | None = None,
-                 tb_graph: bool = True, keys: Sequence[str] = RESULTS_KEYS, job_type: str = "Training") -> None:
+                 tb_graph: bool = True, keys: Sequence[str] = RESULTS_KEYS, job_type: str = "Training",
+                 run_logger: bool | None = None, batch_plots: bool = True) -> None:
         self.save_dir = Path(save_dir if save_dir is not None else getattr(opt, "save_dir", "."))
         self.weights, self.opt, self.hyp = weights, opt, dict(hyp or {})
         self.include = tuple(include)
         self.keys = list(keys)
         if plots is None:
             plots = not getattr(opt, "noplots", False) and not getattr(opt, "evolve", None)
-        own_csv = "csv" in self.include and tuple(keys) == RESULTS_KEYS  # other loops (pretraining) write their own
-        self.csv = RunLogger(self.save_dir, plots=plots) if own_csv else None
+        own_csv = "csv" in self.include and (tuple(keys) == RESULTS_KEYS if run_logger is None else run_logger)
+        self.csv = RunLogger(self.save_dir, plots=plots, keys=keys, batch_plots=batch_plots) if own_csv else None
         self.tb = self.comet_logger = None
         self._warned: set[tuple[str, str]] = set()
         self.closed = False  # after teardown: a Callbacks object reused by another run never writes here

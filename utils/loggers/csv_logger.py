@@ -29,11 +29,16 @@ class RunLogger:
 
     Args:
         save_dir: the run folder (``runs/train/exp``). plots: False skips every image (``--noplots``, evolve).
+        keys: the ``on_fit_epoch_end`` value names = the CSV columns after ``epoch``. batch_plots: False leaves
+            ``train_batch*.jpg`` to the trainer (segmentation draws masks).
     """
 
-    def __init__(self, save_dir: Path, plots: bool = True) -> None:
+    def __init__(self, save_dir: Path, plots: bool = True, keys: Sequence[str] = RESULTS_KEYS,
+                 batch_plots: bool = True) -> None:
         self.save_dir = Path(save_dir)
         self.plots = plots
+        self.keys = tuple(keys)
+        self.batch_plots = batch_plots
         self.csv = self.save_dir / "results.csv"
         self.active = True
 
@@ -64,17 +69,17 @@ class RunLogger:
     def on_train_batch_end(self, model: Any, ni: int, imgs: Any, targets: Any, paths: Sequence[str],
                            vals: Sequence[float]) -> None:
         """Save the first three training batches as ``train_batch{ni}.jpg`` mosaics with their labels."""
-        if self.plots and ni < TRAIN_BATCH_PLOTS:
+        if self.plots and self.batch_plots and ni < TRAIN_BATCH_PLOTS:
             from utils.plotting.annotate import plot_images
 
             plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg")
 
     def on_fit_epoch_end(self, vals: Sequence[float], epoch: int, best_fitness: Any, fi: Any) -> None:
-        """Append ``epoch`` and ``vals`` (13 values in :data:`RESULTS_KEYS` order) to ``results.csv``, atomically."""
+        """Append ``epoch`` and ``vals`` (one value per key, in order) to ``results.csv``, atomically."""
         values = [float(v) for v in vals]
-        if len(values) != len(RESULTS_KEYS):
-            raise ValueError(f"results.csv expects {len(RESULTS_KEYS)} values, got {len(values)}")
-        text = self.csv.read_text() if self.csv.is_file() else format_csv_header(("epoch", *RESULTS_KEYS)) + "\n"
+        if len(values) != len(self.keys):
+            raise ValueError(f"results.csv expects {len(self.keys)} values, got {len(values)}")
+        text = self.csv.read_text() if self.csv.is_file() else format_csv_header(("epoch", *self.keys)) + "\n"
         atomic_write_bytes(self.csv, (text + format_csv_row([epoch, *values]) + "\n").encode())
 
     def on_train_end(self, last: Path, best: Path, epoch: int, results: Sequence[float]) -> None:

@@ -22,6 +22,11 @@ PathLike = Union[str, Path]
 # the top row; val losses, mAP50, mAP50-95 on the bottom row.
 RESULTS_PANELS = ("train/box_loss", "train/obj_loss", "train/cls_loss", "metrics/precision", "metrics/recall",
                   "val/box_loss", "val/obj_loss", "val/cls_loss", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95")
+# segmentation results.csv: losses and box metrics on the top row, val losses and mask metrics below (16 panels)
+SEGMENT_PANELS = ("train/box_loss", "train/seg_loss", "train/obj_loss", "train/cls_loss", "metrics/precision(B)",
+                  "metrics/recall(B)", "metrics/mAP_0.5(B)", "metrics/mAP_0.5:0.95(B)", "val/box_loss",
+                  "val/seg_loss", "val/obj_loss", "val/cls_loss", "metrics/precision(M)", "metrics/recall(M)",
+                  "metrics/mAP_0.5(M)", "metrics/mAP_0.5:0.95(M)")
 
 
 def read_csv_table(file: PathLike) -> tuple[list[str], np.ndarray]:
@@ -56,17 +61,22 @@ def _smooth(y: np.ndarray, sigma: float = 3.0) -> np.ndarray:
     return gaussian_filter1d(y, sigma=sigma, mode="nearest") if len(y) > 1 else y
 
 
-def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "") -> Path:  # noqa: A002 (upstream name)
+def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "",  # noqa: A002 (upstream name)
+                 panels: Sequence[str] | None = None) -> Path:
     """Plot ``results.csv`` (``file``, or ``dir/results.csv``) as ``results.png`` beside it; returns the png path.
 
-    Each panel shows one column against the epoch, with a smoothed dotted trend line.
+    Each panel shows one column (``panels``: names, 2 rows; default: the 16 segmentation panels when the file has
+    a ``train/seg_loss`` column, else the 10 detection panels) against the epoch, with a smoothed trend line.
     """
     csv = Path(dir) / "results.csv" if dir else Path(file)
     header, values = read_csv_table(csv)
-    figure = _new_figure(12, 6)
-    axes = figure.subplots(2, 5).ravel()
+    if panels is None:
+        panels = SEGMENT_PANELS if "train/seg_loss" in header else RESULTS_PANELS
+    columns = -(-len(panels) // 2)
+    figure = _new_figure(2.4 * columns, 6)
+    axes = figure.subplots(2, columns).ravel()
     epochs = values[:, 0] if values.size else np.zeros(0)
-    for ax, name in zip(axes, RESULTS_PANELS, strict=True):
+    for ax, name in zip(axes, panels, strict=False):
         if name in header and values.size:
             y = values[:, header.index(name)]
             ax.plot(epochs, y, marker=".", label=csv.parent.name, linewidth=2, markersize=8)

@@ -1,0 +1,1 @@
+"""Instance segmentation entry scripts: ``segment/train.py``, ``segment/val.py``, ``segment/predict.py``."""

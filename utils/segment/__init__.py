@@ -1,0 +1,1 @@
+"""Upstream's ``utils.segment`` import paths (general, loss, metrics, dataloaders, augmentations, plots)."""
