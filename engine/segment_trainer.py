@@ -48,6 +48,7 @@ class SegmentTrainer(Trainer):
     model_class = SegmentationModel
     results_keys = tuple(KEYS)
     resume_command = "python segment/train.py --resume"
+    predict_script = "segment/predict.py"
     supports_evolve = False  # engine/evolve.py records detection results
 
     def __init__(self, options: SegmentTrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> None:

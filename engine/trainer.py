@@ -66,6 +66,7 @@ class Trainer(TrainingLoop):
     loss_names = LOSS_NAMES
     grad_clip_norm = GRAD_CLIP_NORM
     divergence_hint = "try a lower lr0 in --hyp"
+    predict_script = "detect.py"  # named in the "Try the model" line at the end of a run
     model_class: type | None = None  # None: models.yolo.Model
     results_keys = RESULTS_KEYS  # the on_fit_epoch_end values, as results.csv columns
 
@@ -353,7 +354,8 @@ class Trainer(TrainingLoop):
                 self.callbacks.run("on_fit_epoch_end", log_values, state.epoch, state.best_fitness, state.fitness)
         self.callbacks.run("on_train_end", self.last, self.best, state.epoch, state.results)
         LOGGER.info(f"Results saved to {colorstr('bold', self.save_dir)}")
-        hint = try_command(self.best if self.best.exists() else self.last, self.data_dict.get("val"), self.imgsz)
+        hint = try_command(self.best if self.best.exists() else self.last, self.data_dict.get("val"), self.imgsz,
+                           self.predict_script)
         if hint:
             LOGGER.info(f"Try the model: {hint}")
         return state.results
@@ -372,8 +374,8 @@ class Trainer(TrainingLoop):
         return tuple(float(x) for x in results)
 
 
-def try_command(weights: Path, val: Any, imgsz: int) -> str:
-    """Return a ``detect.py`` command line that runs ``weights`` on the first validation source, or '' if none.
+def try_command(weights: Path, val: Any, imgsz: int, script: str = "detect.py") -> str:
+    """Return a ``script`` (``detect.py``) command line that runs ``weights`` on the first validation source, or ''.
 
     ``val`` is the dataset's resolved ``val`` entry (a folder, a ``.txt`` list or a list of these); a list file or a
     list falls back to its first entry, and a path that no longer exists gives ''.
@@ -381,7 +383,7 @@ def try_command(weights: Path, val: Any, imgsz: int) -> str:
     source = val[0] if isinstance(val, (list, tuple)) and val else val
     if not source or not Path(source).exists() or not Path(weights).exists():
         return ""
-    return f"python detect.py --weights {_shell_path(weights)} --source {_shell_path(source)} --img {imgsz}"
+    return f"python {script} --weights {_shell_path(weights)} --source {_shell_path(source)} --img {imgsz}"
 
 
 def _shell_path(path: Any) -> str:
