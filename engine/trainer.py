@@ -31,7 +31,7 @@ from utils.callbacks import Callbacks
 from utils.checkpoint import make_checkpoint, strip_optimizer, stripped_checkpoint, write_stripped
 from utils.dist import get_rank
 from utils.files import yaml_save
-from utils.hyp import Hyp
+from utils.hyp import WARMUP_MIN_ITERS, Hyp
 from utils.loggers import RESULTS_KEYS, Loggers
 from utils.logging import LOGGER, colorstr
 from utils.metrics import fitness
@@ -131,7 +131,7 @@ class Trainer(TrainingLoop):
         self.model = steps.wrap_distributed(self.model, opt.sync_bn, self.device)
         self._set_model_attributes()
         self.nb = len(self.train_loader)
-        self.nw = max(round(file_hyp.warmup_epochs * self.nb), 100)
+        self.nw = warmup_iterations(file_hyp, self.nb)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.stopper = EarlyStopping(patience=opt.patience)
         state.maps = np.zeros(self.nc)
@@ -372,6 +372,12 @@ class Trainer(TrainingLoop):
         results, _, _ = self._run_validator(model, iou_thres=0.65 if self.is_coco else 0.60, save_json=self.is_coco,
                                             verbose=True, plots=self.plots)
         return tuple(float(x) for x in results)
+
+
+def warmup_iterations(hyp: Hyp, batches_per_epoch: int) -> int:
+    """Warmup length in batches: ``warmup_epochs`` epochs, at least ``warmup_min_iters`` (default upstream's 100)."""
+    floor = WARMUP_MIN_ITERS if hyp.warmup_min_iters is None else int(hyp.warmup_min_iters)
+    return max(round(hyp.warmup_epochs * batches_per_epoch), floor)
 
 
 def try_command(weights: Path, val: Any, imgsz: int, script: str = "detect.py") -> str:

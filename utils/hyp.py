@@ -2,9 +2,9 @@
 
 A hyp file (``data/hyps/*.yaml``) holds one number per key. ``Hyp.from_dict`` builds the object and rejects a key it
 does not know (naming the closest valid key); ``to_dict`` gives the YAML dict back with the same keys. The optional
-keys ``anchors``, ``nbs`` and ``label_smoothing`` are ``None`` when a file leaves them out and are then left out of
-``to_dict`` too. Keys starting with one of :data:`EXTENSION_PREFIXES` belong to an extension head's loss (for example
-``v3_box``) and are kept in ``extra``.
+keys ``anchors``, ``nbs``, ``label_smoothing`` and ``warmup_min_iters`` are ``None`` when a file leaves them out and
+are then left out of ``to_dict`` too. Keys starting with one of :data:`EXTENSION_PREFIXES` belong to an extension
+head's loss (for example ``v3_box``) and are kept in ``extra``.
 
 The trainer never changes a ``Hyp``: :meth:`Hyp.scaled` returns the copy whose loss gains and weight decay are scaled
 for the model, data and batch size, and that copy is what the loss receives.
@@ -22,8 +22,9 @@ from typing import Any, Mapping, Union
 import yaml
 
 EXTENSION_PREFIXES = ("v3_",)  # keys read by extension losses (extensions/yolov3_loss.py)
-OPTIONAL_KEYS = ("anchors", "nbs", "label_smoothing")
+OPTIONAL_KEYS = ("anchors", "nbs", "label_smoothing", "warmup_min_iters")
 NOMINAL_BATCH_SIZE = 64  # images per optimizer step when the hyp file sets no ``nbs``
+WARMUP_MIN_ITERS = 100  # batches of warmup at least, when the hyp file sets no ``warmup_min_iters`` (upstream's)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Hyp:
         hsv_h, hsv_s, hsv_v, degrees, translate, scale, shear, perspective, flipud, fliplr, mosaic, mixup,
         copy_paste: augmentation strengths and probabilities.
         nbs: nominal batch size (None: :data:`NOMINAL_BATCH_SIZE`). label_smoothing: class-target smoothing epsilon.
+        warmup_min_iters: warmup lasts at least this many batches (None: :data:`WARMUP_MIN_ITERS`, upstream's 100).
         extra: keys of extension losses (see :data:`EXTENSION_PREFIXES`), read only.
     """
 
@@ -74,6 +76,7 @@ class Hyp:
     copy_paste: float = 0.0
     nbs: int | None = None
     label_smoothing: float | None = None
+    warmup_min_iters: int | None = None
     extra: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod

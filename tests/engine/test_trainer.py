@@ -262,3 +262,13 @@ def test_try_command_names_the_best_weights_and_the_first_val_source(tmp_path, m
     assert try_command(weights, str(tmp_path / "missing"), 320) == ""
     assert try_command(tmp_path / "none.pt", str(val), 320) == ""
     assert try_command(weights, None, 320) == ""
+
+
+def test_warmup_floor_is_upstreams_100_batches_unless_the_file_sets_warmup_min_iters():
+    from engine.trainer import warmup_iterations
+
+    assert warmup_iterations(Hyp(warmup_epochs=1.0), batches_per_epoch=25) == 100
+    assert warmup_iterations(Hyp(warmup_epochs=3.0), batches_per_epoch=50) == 150
+    short = Hyp.from_dict({"warmup_epochs": 1.0, "warmup_min_iters": 10})
+    assert warmup_iterations(short, batches_per_epoch=25) == 25 and short.to_dict()["warmup_min_iters"] == 10
+    assert "warmup_min_iters" not in Hyp().to_dict()

@@ -61,3 +61,4 @@ def test_non_strict_from_dict_leaves_unknown_keys_out():
     assert hyp.lr0 == 0.02 and "my_fork_key" not in hyp.to_dict()
     with pytest.raises(KeyError, match="my_fork_key"):
         Hyp.from_dict({"lr0": 0.02, "my_fork_key": 3.0})
+
