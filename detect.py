@@ -41,10 +41,8 @@ def run(weights: Any = ROOT / "yolov5s.pt", source: Any = ROOT / "data/images", 
     return predict(PredictOptions(**locals()))
 
 
-def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse detect.py's command line (``argv``, default ``sys.argv[1:]``); a single ``--imgsz`` value is square."""
-    parser = argparse.ArgumentParser(description="Find objects in images, videos, folders, cameras or streams and "
-                                                 "save what was found")
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add detect.py's flags (source, model, NMS, outputs, precision) to ``parser``; track.py shares them."""
     add = parser.add_argument
     add("--weights", nargs="+", type=str, default=ROOT / "yolov5s.pt",
         help="model file: .pt, .torchscript or .onnx (several .pt files run as one ensemble)")
@@ -83,6 +81,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     add("--vid-stride", type=int, default=1, help="process every n-th video frame")
     add("--fp32", action="store_true",
         help="plain fp32 NCHW inference, skipping the CPU bf16/channels_last fast path (or set YOLOV5_FP32=1)")
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse detect.py's command line (``argv``, default ``sys.argv[1:]``); a single ``--imgsz`` value is square."""
+    parser = argparse.ArgumentParser(description="Find objects in images, videos, folders, cameras or streams and "
+                                                 "save what was found")
+    add_predict_arguments(parser)
     opt = parser.parse_args(argv)
     opt.imgsz *= 2 if len(opt.imgsz) == 1 else 1
     return opt
