@@ -120,6 +120,10 @@ def track(opt: TrackOptions) -> Path:
     save_dir.mkdir(parents=True, exist_ok=True)
     stage = run_tracker(predictor, dataset, config, opt, save_dir,
                         build_track_writers(opt, save_dir, save_img, kind.webcam))
+    if not predictor.seen:
+        if not any(save_dir.iterdir()):
+            save_dir.rmdir()
+        raise ValueError(f"No frames could be read from {source} (corrupt, empty or unsupported video?)")
     log_speed(predictor, stage)
     labels = f"\nMOT results saved to {save_dir / 'labels'}" if opt.save_txt else ""
     LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{labels}")

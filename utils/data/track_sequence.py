@@ -223,9 +223,13 @@ def _write_gt(file: Path, rows: np.ndarray) -> None:
     file.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 
-def generate_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec(), name: str = SEQUENCE_NAME) -> Path:
-    """Write the sequence into ``root`` atomically (temporary sibling folder + rename); return ``root``."""
+def generate_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec()) -> Path:
+    """Write the sequence into ``root`` atomically (temporary sibling folder + rename); return ``root``.
+
+    The sequence is named after the folder (``seqinfo.ini`` ``name``, the video ``<name>.mp4``).
+    """
     root = Path(root)
+    name = root.name
     root.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=root.parent))
     try:
