@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+import export
 import track
+from models.yolo import Model
 from tests.inference_support import calibrated_yolov5n, write_checkpoint, write_video
 from utils.data.track_sequence import SequenceSpec, generate_track_sequence
 from utils.tracking.mot import read_mot_file
@@ -118,3 +120,37 @@ def test_parse_opt_has_detect_flags_and_tracking_defaults():
     assert opt.source is None and opt.conf_thres == 0.1 and Path(opt.project).name == "track"
     assert opt.trail_length == 30 and opt.vid_stride == 1 and opt.iou_thres == 0.45
     assert set(vars(opt)) == set(inspect.signature(track.run).parameters)
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("export")
+    weights = folder / "tiny.pt"
+    weights.write_bytes(checkpoint.read_bytes())
+    files = export.run(weights=weights, imgsz=(64, 64), include=("torchscript", "onnx"))
+    return {Path(f).suffix: Path(f) for f in files}
+
+
+def mot_rows(save_dir: Path, stem: str) -> np.ndarray:
+    file = save_dir / "labels" / f"{stem}.txt"
+    return read_mot_file(file) if file.is_file() else np.zeros((0, 10))
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".torchscript"])
+def test_exported_models_track_like_the_pt_file(checkpoint, exported, video, tmp_path, suffix):
+    kwargs = dict(source=video, project=tmp_path, save_txt=True, nosave=True, **COMMON)
+    reference = mot_rows(track.run(weights=checkpoint, name="pt", **{**kwargs, "imgsz": (64, 64)}), "walk")
+    rows = mot_rows(track.run(weights=exported[suffix], name="exp", **kwargs), "walk")
+    assert len(reference) > 0 and rows.shape == reference.shape  # exports run at the fixed 64x64 input
+    np.testing.assert_allclose(rows[:, :6], reference[:, :6], atol=1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", ["extensions/cfg/yolov3-tiny-legacy.yaml", "extensions/cfg/convnext_yolov5n.yaml"])
+def test_legacy_heads_and_convnext_checkpoints_track(cfg, video, tmp_path):
+    model = Model(cfg, nc=3).eval()
+    model.names = {0: "a", 1: "b", 2: "c"}
+    weights = write_checkpoint(tmp_path / "model.pt", model)
+    save_dir = track.run(weights=weights, source=video, project=tmp_path, save_txt=True,
+                         **{**COMMON, "conf_thres": 0.0001})
+    assert (save_dir / "walk.mp4").is_file() and (save_dir / "labels").is_dir()

@@ -22,15 +22,13 @@ dataset of :mod:`utils.data.builtin`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from utils.data.builtin import MARKER_FILE, build_atomically, make_room
 from utils.data.shapes import SHAPE_NAMES, draw_background, draw_distractors, draw_shape, random_colour, shape_polygons
 from utils.logging import LOGGER
 from utils.tracking.mot import seqinfo_text
@@ -40,7 +38,6 @@ __all__ = ["SequenceSpec", "MovingShape", "ensure_track_sequence", "generate_tra
 
 SEQUENCE_NAME = "shapes-track"
 GENERATOR_VERSION = 1
-MARKER_FILE = ".builtin-dataset.json"
 IGNORE_BELOW_VISIBILITY = 0.25
 
 
@@ -228,11 +225,9 @@ def generate_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec()) -> 
 
     The sequence is named after the folder (``seqinfo.ini`` ``name``, the video ``<name>.mp4``).
     """
-    root = Path(root)
-    name = root.name
-    root.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=root.parent))
-    try:
+    name = Path(root).name
+
+    def write_into(temp: Path) -> None:
         (temp / "img1").mkdir()
         (temp / "gt").mkdir()
         video = cv2.VideoWriter(str(temp / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), spec.frame_rate,
@@ -247,14 +242,8 @@ def generate_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec()) -> 
         (temp / "seqinfo.ini").write_text(seqinfo_text(name, spec.frames, spec.width, spec.height, spec.frame_rate),
                                           encoding="utf-8")
         (temp / MARKER_FILE).write_text(json.dumps(_marker(spec)), encoding="utf-8")
-        try:
-            os.rename(temp, root)
-        except OSError:
-            if not _is_current(root, spec):
-                raise
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    return root
+
+    return build_atomically(Path(root), write_into, lambda path: _is_current(path, spec))
 
 
 def _marker(spec: SequenceSpec) -> dict:
@@ -277,12 +266,6 @@ def ensure_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec()) -> Pa
     root = Path(root)
     if _is_current(root, spec):
         return root
-    if root.exists() and not (root / MARKER_FILE).is_file() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists but was not created by the built-in tracking sequence generator; "
-                              f"move it away or set YOLOv5_DATASETS_DIR to another folder")
+    make_room(root, generated=(root / MARKER_FILE).is_file(), what="tracking sequence")
     LOGGER.info(f"Generating the built-in tracking sequence '{SEQUENCE_NAME}' in {root} ({spec.frames} frames)...")
-    if root.exists():
-        stale = root.with_name(f".{root.name}-stale-{os.getpid()}")
-        os.rename(root, stale)
-        shutil.rmtree(stale, ignore_errors=True)
     return generate_track_sequence(root, spec)
