@@ -49,12 +49,21 @@ class TrackOptions(PredictOptions):
 
 
 class _SequenceVideo(TrackMediaWriter):
-    """Save an image sequence (a folder of frames) as one ``<sequence>.mp4`` instead of one image per frame."""
+    """Save an image sequence (a folder of frames) as one ``<sequence>.mp4`` instead of one image per frame.
+
+    A frame whose size differs from the sequence's first frame (a folder of unrelated images) is saved as an image.
+    """
+
+    def __init__(self, save_dir: Path, style: Any):
+        super().__init__(save_dir, style)
+        self.sizes: dict[str, tuple] = {}
 
     def write(self, result: FrameResult) -> None:
         """Save the annotated frame; frames of an image folder go into its sequence video."""
         if result.mode == "image" and result.tracks is not None:
-            result = replace(result, path=f"{result.tracks.sequence}.mp4", mode="video")
+            size = self.sizes.setdefault(result.tracks.sequence, result.im0.shape)
+            if size == result.im0.shape:
+                result = replace(result, path=f"{result.tracks.sequence}.mp4", mode="video")
         super().write(result)
 
 

@@ -154,3 +154,14 @@ def test_legacy_heads_and_convnext_checkpoints_track(cfg, video, tmp_path):
     save_dir = track.run(weights=weights, source=video, project=tmp_path, save_txt=True,
                          **{**COMMON, "conf_thres": 0.0001})
     assert (save_dir / "walk.mp4").is_file() and (save_dir / "labels").is_dir()
+
+
+def test_a_folder_of_unrelated_images_keeps_odd_sized_ones_as_images(checkpoint, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name, shape in (("a.jpg", (48, 64, 3)), ("b.jpg", (48, 64, 3)), ("c.jpg", (80, 40, 3))):
+        cv2.imwrite(str(folder / name), np.full(shape, 100, np.uint8))
+    save_dir = track.run(weights=checkpoint, source=folder, project=tmp_path / "runs", **COMMON)
+    cap = cv2.VideoCapture(str(save_dir / "mixed.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2 and (save_dir / "c.jpg").is_file()
+    cap.release()
