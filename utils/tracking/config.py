@@ -33,9 +33,9 @@ class TrackerConfig:
     """
 
     tracker_type: str = "bytetrack"
-    track_high_thresh: float = 0.5
+    track_high_thresh: float = 0.25
     track_low_thresh: float = 0.1
-    new_track_thresh: float = 0.6
+    new_track_thresh: float = 0.25
     track_buffer: int = 30
     match_thresh: float = 0.8
     min_hits: int = 2
