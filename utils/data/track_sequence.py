@@ -8,8 +8,9 @@ Generated locally and deterministically on first use into ``<DATASETS_DIR>/shape
     shapes-track/shapes-track.mp4     the same frames as a video
 
 Objects are the eight shape classes of the detection dataset (drawn with :mod:`utils.data.shapes`, each with a fixed
-colour, shading and a slow spin), 44-110 px across in the 640x480 frame, which a 320 px model input sees at the size
-range of the detection dataset. Some bounce around the frame for the whole sequence, others enter through an edge
+colour, shading and a slow spin) of radius 24-100 px (log-uniform) in the 640x480 frame: 12-50 px at a 320 px model
+input, median 24, like the detection dataset's objects (radius 7 px to 22.5% of the short side, median about 23 px at
+320). Some bounce around the frame for the whole sequence, others enter through an edge
 later and leave through another; nearer objects hide farther ones where they cross. Ground-truth boxes are the
 shapes' whole (amodal) boxes clipped to the frame; ``visibility`` is the fraction of a shape's area that is
 visible (neither hidden nor outside the frame), and boxes less than 25% visible are marked ``consider`` = 0
@@ -57,7 +58,7 @@ class SequenceSpec:
     seed: int = 19
     residents: int = 5
     passers: int = 9
-    radius: tuple[float, float] = (22.0, 55.0)
+    radius: tuple[float, float] = (24.0, 100.0)
     speed: tuple[float, float] = (1.5, 3.5)
 
 
