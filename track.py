@@ -24,9 +24,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from detect import add_predict_arguments
+from detect import main as detect_main
 from engine.tracking.evaluate import evaluate_tracking
 from engine.tracking.run import TrackOptions, track
-from utils.logging import LOGGER
 from utils.torch_utils import smart_inference_mode
 
 
@@ -70,11 +70,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace) -> None:
     """Run track.py with parsed options; a bad input ends the process with status 1 and a one-line error."""
-    try:
-        run(**vars(opt))
-    except (FileNotFoundError, ValueError, ConnectionError, TimeoutError, ImportError) as e:
-        LOGGER.error(f"track.py: error: {e}")
-        sys.exit(1)
+    detect_main(opt, run, "track.py")
 
 
 if __name__ == "__main__":
