@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
@@ -49,12 +49,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     return parse_predict_args(parser, argv)
 
 
-def main(opt: argparse.Namespace) -> None:
-    """Run detect.py with parsed options; a bad input ends the process with status 1 and a one-line error."""
+def main(opt: argparse.Namespace, run_fn: Callable[..., Any] | None = None, script: str = "detect.py") -> None:
+    """Run detect.py (or ``run_fn``, e.g. track.py's) with parsed options; a bad input ends the process with status 1
+    and a one-line error naming ``script``."""
     try:
-        run(**vars(opt))
+        (run_fn or run)(**vars(opt))
     except (FileNotFoundError, ValueError, ConnectionError, TimeoutError, ImportError) as e:
-        LOGGER.error(f"detect.py: error: {e}")
+        LOGGER.error(f"{script}: error: {e}")
         sys.exit(1)
 
 

@@ -58,6 +58,7 @@ class FrameResult:
             stream batch (0 for files). input_shape: (h, w) of the letterboxed network input.
         prefix: the loader's log text (``'image 1/2 /abs/a.jpg: '``). vid_cap: the video's ``cv2.VideoCapture``.
         masks: segmentation models only: bool (n, h0, w0) instance masks aligned with ``det`` (else None).
+        tracks: what a tracking stage attached for the writers after it (``engine.tracking.FrameTracks``), else None.
     """
 
     path: str
@@ -71,6 +72,7 @@ class FrameResult:
     prefix: str = ""
     vid_cap: Any = None
     masks: torch.Tensor | None = None
+    tracks: Any = None
     _annotated: dict = field(default_factory=dict, repr=False)
     _segments: list | None = field(default=None, repr=False)
 
@@ -195,9 +197,13 @@ class MediaWriter:
         self.save_dir, self.style = Path(save_dir), style
         self.videos: dict[int, tuple[str, cv2.VideoWriter, str]] = {}
 
+    def render(self, result: FrameResult) -> np.ndarray:
+        """Return the frame to save (BGR): ``im0`` with the detections drawn in this writer's style."""
+        return result.annotated(self.style)
+
     def write(self, result: FrameResult) -> None:
         """Save the annotated frame (image file, or one more frame of its source's video)."""
-        im = result.annotated(self.style)
+        im = self.render(result)
         save_path = str(self.save_dir / Path(result.path).name)
         if result.mode == "image":
             save_image(save_path, im, bgr=True)
@@ -242,10 +248,14 @@ class FrameViewer:
             LOGGER.warning("WARNING ⚠️ --view-img: no display available (headless machine or OpenCV without GUI); "
                            "results are saved but not shown")
 
+    def render(self, result: FrameResult) -> np.ndarray:
+        """Return the frame to show (BGR): ``im0`` with the detections drawn in this viewer's style."""
+        return result.annotated(self.style)
+
     def write(self, result: FrameResult) -> None:
         """Show the annotated frame (a no-op when disabled)."""
         if self.enabled:
-            self.show(str(Path(result.path)), result.annotated(self.style))
+            self.show(str(Path(result.path)), self.render(result))
 
     def show(self, name: str, im: np.ndarray) -> None:
         """Show ``im`` (HWC BGR) in the window ``name``; disable the viewer if OpenCV cannot open windows."""

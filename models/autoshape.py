@@ -1,4 +1,8 @@
-"""``AutoShape`` (any-image-in, ``Detections``-out wrapper used by torch.hub) and ``Detections``.
+"""``AutoShape`` (any-image-in, ``Detections``-out wrapper used by torch.hub), ``Detections``, and for
+``model.track(frames)`` :class:`TrackedDetections`, whose boxes carry a track id as a 7th column: rows
+``[x1, y1, x2, y2, conf, cls, id]`` in ``xyxy``/``pred`` (``xywh``, ``xyxyn``, ``xywhn`` likewise), so code reading
+columns 0-5 keeps working; ``pandas()`` frames get an ``id`` column; ``render()``/``save()`` draw a stable colour and
+the id per track. Only boxes of confirmed tracks are kept.
 
 Not pickled; re-exported from ``models.common`` for upstream imports. Nothing here downloads: http(s) inputs are
 refused with a clear error.
@@ -27,9 +31,11 @@ from utils.plotting.annotate import colors
 from utils.plotting.crops import save_image, save_one_box
 from utils.plotting.detections import draw_detections
 from utils.plotting.masks import instance_index, overlay_masks
+from utils.plotting.tracks import draw_tracks
 from utils.precision import InferencePrecision, PrecisionPolicy, float_outputs
 from utils.profiling import Profile
 from utils.torch_utils import copy_attr, smart_inference_mode
+from utils.tracking.tracker import MultiObjectTracker
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 XYXY_COLUMNS = ("xmin", "ymin", "xmax", "ymax", "confidence", "class", "name")
@@ -180,6 +186,25 @@ class AutoShape(nn.Module):
         results = [masks_to_original(det, protos[i], shape1, shape0[i]) for i, det in enumerate(dets)]
         return [r[0] for r in results], [r[1] for r in results]
 
+    def track(self, frames: Any, tracker: Any = "bytetrack", persist: bool = False,
+              size: Union[int, Sequence[int]] = 640, frame_rate: float = 30.0, augment: bool = False) -> Any:
+        """Detect and track objects through consecutive ``frames``.
+
+        Args:
+            frames: the frames in order (a list of anything :meth:`forward` accepts), or one frame.
+            tracker: ``'bytetrack'``, ``'botsort'``, ``'ocsort'``, a tracker YAML path or a ``TrackerConfig``.
+            persist: continue the tracks of the previous call (feed a live source one frame per call); False starts
+                new tracks with ids from 1.
+            size, augment: as for :meth:`forward`. frame_rate: frames/s (scales the tracker's lost-track buffer).
+
+        Returns:
+            :class:`TrackedDetections`: Detections whose boxes have a 7th column, the track id
+            (``xyxy[i]`` rows ``[x1, y1, x2, y2, conf, cls, id]``), and ``ids[i]``.
+        """
+        if not persist or getattr(self, "_tracker", None) is None:
+            self._tracker = MultiObjectTracker(tracker, frame_rate=frame_rate)
+        return track_frames(self, frames, self._tracker, size, augment)
+
     def _preprocess(self, ims: Any, size: tuple, p: torch.Tensor) -> tuple:
         """Return (RGB images, file names, original shapes, BCHW batch tensor, batch (h, w))."""
         items = list(ims) if isinstance(ims, (list, tuple)) else [ims]
@@ -318,3 +343,67 @@ class Detections:
 
     def __repr__(self) -> str:
         return f"YOLOv5 {self.__class__} instance\n" + self.__str__()
+
+
+CHUNK = 16  # frames per inference batch
+
+
+class TrackedDetections(Detections):
+    """:class:`Detections` of consecutive frames with a track id per box (see the module docstring).
+
+    Attributes:
+        ids: per frame, an (n,) tensor of track ids (from 1). Other attributes as :class:`Detections`.
+    """
+
+    def __init__(self, ims: list[np.ndarray], pred: list[torch.Tensor], files: list[str],
+                 times: Sequence[Any] = (0, 0, 0), names: dict | None = None, shape: Sequence | None = None):
+        super().__init__(ims, [p[:, :6] for p in pred], files, times, names, shape)
+        self.ids = [p[:, 6] for p in pred]
+        for key in ("xyxy", "xywh", "xyxyn", "xywhn"):
+            setattr(self, key, [torch.cat((x, i[:, None]), 1) for x, i in zip(getattr(self, key), self.ids,
+                                                                                 strict=True)])
+        self.pred = self.xyxy
+
+    def _annotate(self, i: int, labels: bool) -> np.ndarray:
+        rows = self.pred[i][:, [0, 1, 2, 3, 6, 4, 5]].cpu().numpy()
+        return draw_tracks(self.ims[i], rows, self.names, labels=labels, bgr=False)
+
+    def _crops(self, i: int, save: bool, save_dir: Any) -> list[dict]:
+        crops = []
+        for *box, conf, cls, track_id in reversed(self.pred[i].tolist()):
+            name = self.names[int(cls)]
+            file = save_dir / "crops" / f"{int(track_id)}" / self.files[i] if save else None
+            crops.append({"box": box, "conf": conf, "cls": cls, "id": int(track_id),
+                          "label": f"id:{int(track_id)} {name} {conf:.2f}",
+                          "im": save_one_box(box, self.ims[i], file=file, save=save)})
+        return crops
+
+    def pandas(self) -> TrackedDetections:
+        """Return a copy whose xyxy/xyxyn/xywh/xywhn are DataFrames with an ``id`` column after ``name``."""
+        new = super().pandas()
+        for key in ("xyxy", "xyxyn", "xywh", "xywhn"):
+            for frame, boxes in zip(getattr(new, key), getattr(self, key), strict=True):
+                frame["id"] = boxes[:, 6].long().tolist()
+        return new
+
+    def tolist(self) -> list[TrackedDetections]:
+        """Return one single-frame TrackedDetections per frame."""
+        return [TrackedDetections([self.ims[i]], [self.pred[i]], [self.files[i]], self.times, self.names, self.s)
+                for i in range(self.n)]
+
+
+def track_frames(model: Any, frames: Any, tracker: MultiObjectTracker, size: Any, augment: bool) -> TrackedDetections:
+    """Detect with ``model`` (an AutoShape) on ``frames`` in batches of 16, in order, and track the boxes."""
+    items = list(frames) if isinstance(frames, (list, tuple)) else [frames]
+    ims, files, pred, totals, shape = [], [], [], [0.0, 0.0, 0.0], ()
+    for start in range(0, len(items), CHUNK):
+        chunk = model(items[start:start + CHUNK], size=size, augment=augment)
+        for k, det in enumerate(chunk.pred):
+            tracks = tracker.update(det, np.ascontiguousarray(chunk.ims[k][..., ::-1]))
+            rows = torch.from_numpy(tracks[:, [0, 1, 2, 3, 5, 6, 4]]).to(det.device)
+            pred.append(rows)
+        ims += chunk.ims
+        files += [f"frame{start + k + 1:06d}.jpg" for k in range(len(chunk.ims))]
+        totals = [total + profile.t for total, profile in zip(totals, chunk.times, strict=True)]
+        shape = chunk.s
+    return TrackedDetections(ims, pred, files, tuple(Profile(t) for t in totals), model.names, shape)

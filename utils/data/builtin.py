@@ -158,26 +158,53 @@ def _write_split(folder: Path, split: str, size: int, seed: int, writer: Callabl
         pool.map(lambda index: writer(image_dir, label_dir, split, index, seed), range(size), chunksize=8)
 
 
-def generate_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES, name: str = "shapes") -> Path:
-    """Generate the dataset ``name`` (``shapes``: boxes, ``shapes-seg``: polygons) into ``root`` atomically (temp
-    folder + rename); returns ``root``. If another process finishes first, its copy is kept and this one discarded.
+def build_atomically(root: Path, write_into: Callable[[Path], None], is_current: Callable[[Path], bool]) -> Path:
+    """Write a generated dataset into a temporary sibling of ``root`` with ``write_into`` and rename it to ``root``.
+
+    If another process finishes first, its copy is kept (when ``is_current`` accepts it) and this one is discarded.
     """
     root = Path(root)
-    writer = WRITERS[name]
     root.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=root.parent))
     try:
-        for split, size in sizes.items():
-            _write_split(temp, split, size, SPLIT_SEEDS.get(split, 2), writer)
-        (temp / MARKER_FILE).write_text(json.dumps(_marker(name, sizes)), encoding="utf-8")
+        write_into(temp)
         try:
             os.rename(temp, root)
         except OSError:
-            if not _is_current(root, sizes, name):
+            if not is_current(root):
                 raise
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     return root
+
+
+def make_room(root: Path, generated: bool, what: str) -> None:
+    """Prepare ``root`` for a fresh copy: remove an empty or outdated generated folder, refuse anything else.
+
+    Raises:
+        FileExistsError: ``root`` exists, is not empty and was not ``generated`` (user data is never touched).
+    """
+    if root.exists() and not generated and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists but was not created by the built-in {what} generator; "
+                              f"move it away or set YOLOv5_DATASETS_DIR to another folder")
+    if root.exists():
+        stale = root.with_name(f".{root.name}-stale-{os.getpid()}")
+        os.rename(root, stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def generate_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES, name: str = "shapes") -> Path:
+    """Generate the dataset ``name`` (``shapes``: boxes, ``shapes-seg``: polygons) into ``root`` atomically (temp
+    folder + rename); returns ``root``. If another process finishes first, its copy is kept and this one discarded.
+    """
+    writer = WRITERS[name]
+
+    def write_into(temp: Path) -> None:
+        for split, size in sizes.items():
+            _write_split(temp, split, size, SPLIT_SEEDS.get(split, 2), writer)
+        (temp / MARKER_FILE).write_text(json.dumps(_marker(name, sizes)), encoding="utf-8")
+
+    return build_atomically(root, write_into, lambda path: _is_current(path, sizes, name))
 
 
 def _read_marker(root: Path) -> dict | None:
@@ -204,14 +231,8 @@ def ensure_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES, name:
     root = Path(root)
     if _is_current(root, sizes, name):
         return root
-    if root.exists() and _read_marker(root) is None and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists but was not created by the built-in dataset generator; "
-                              f"move it away or set YOLOv5_DATASETS_DIR to another folder")
+    make_room(root, generated=_read_marker(root) is not None, what="dataset")
     LOGGER.info(f"Generating the built-in '{name}' dataset in {root} ({sum(sizes.values())} images)...")
-    if root.exists():  # empty, or an outdated generated copy: replace it
-        stale = root.with_name(f".{root.name}-stale-{os.getpid()}")
-        os.rename(root, stale)
-        shutil.rmtree(stale, ignore_errors=True)
     return generate_shapes_dataset(root, sizes, name)
 
 

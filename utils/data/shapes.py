@@ -103,8 +103,13 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.
     return 255.0 - background
 
 
-def draw_shape(rng: np.random.Generator, image: np.ndarray, name: str, polygons: list[np.ndarray]) -> None:
-    """Composite one shaded, anti-aliased shape onto ``image`` (BGR uint8) in place; a ring's hole stays clear."""
+def draw_shape(rng: np.random.Generator, image: np.ndarray, name: str, polygons: list[np.ndarray],
+               colour: np.ndarray | None = None) -> None:
+    """Composite one shaded, anti-aliased shape onto ``image`` (BGR uint8) in place; a ring's hole stays clear.
+
+    ``colour`` (BGR, 0-255) fixes the fill colour (the tracking sequence keeps each object's colour across frames);
+    by default a colour contrasting with the covered background is drawn from ``rng``.
+    """
     points = np.concatenate(polygons, 0)
     x1, y1 = np.maximum(np.floor(points.min(0)).astype(int) - 2, 0)
     x2, y2 = np.minimum(np.ceil(points.max(0)).astype(int) + 3, image.shape[1::-1])
@@ -115,7 +120,8 @@ def draw_shape(rng: np.random.Generator, image: np.ndarray, name: str, polygons:
     if len(fixed) > 1:
         cv2.fillPoly(mask, fixed[1:], 0, cv2.LINE_AA, SUBPIXEL_BITS)
     alpha = mask.astype(np.float32) / 255.0
-    colour = _contrasting_colour(rng, roi[mask > 127].mean(0) if (mask > 127).any() else roi.mean((0, 1)))
+    if colour is None:
+        colour = _contrasting_colour(rng, roi[mask > 127].mean(0) if (mask > 127).any() else roi.mean((0, 1)))
     direction = rng.normal(size=2)
     direction /= np.linalg.norm(direction) + 1e-9
     xs = np.arange(roi.shape[1], dtype=np.float32)[None, :]
