@@ -11,21 +11,18 @@ folder and renamed into place, with a version marker so later runs reuse it.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from utils.data.builtin_cls import ensure_shapes_cls_dataset
+from utils.data.generated import MARKER_FILE, build_atomically, ensure_generated, read_marker  # noqa: F401 (MARKER_FILE: re-exported)
 from utils.data.shapes import SHAPE_NAMES, draw_background, draw_distractors, draw_shape, shape_polygons
-from utils.logging import LOGGER
 
 GENERATOR_VERSION = 1
-MARKER_FILE = ".builtin-dataset.json"
 SPLIT_SIZES = {"train": 400, "val": 100}
 SPLIT_SEEDS = {"train": 0, "val": 1}
 
@@ -113,32 +110,15 @@ def generate_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES) -> 
 
     If another process finishes first, its copy is kept and this one is discarded.
     """
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=root.parent))
-    try:
+    def write(temp: Path) -> None:
         for split, size in sizes.items():
             _write_split(temp, split, size, SPLIT_SEEDS.get(split, 2))
-        (temp / MARKER_FILE).write_text(json.dumps(_marker("shapes", sizes)), encoding="utf-8")
-        try:
-            os.rename(temp, root)
-        except OSError:
-            if not _is_current(root, sizes):
-                raise
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    return root
 
-
-def _read_marker(root: Path) -> dict | None:
-    try:
-        return json.loads((root / MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return build_atomically(root, _marker("shapes", sizes), write)
 
 
 def _is_current(root: Path, sizes: dict[str, int]) -> bool:
-    marker = _read_marker(root)
+    marker = read_marker(root)
     return marker is not None and marker.get("version") == GENERATOR_VERSION and marker.get("splits") == sizes
 
 
@@ -150,21 +130,11 @@ def ensure_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES) -> Pa
     Raises:
         FileExistsError: ``root`` exists, is not empty and was not made by the generator.
     """
-    root = Path(root)
-    if _is_current(root, sizes):
-        return root
-    if root.exists() and _read_marker(root) is None and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists but was not created by the built-in dataset generator; "
-                              f"move it away or set YOLOv5_DATASETS_DIR to another folder")
-    LOGGER.info(f"Generating the built-in 'shapes' dataset in {root} ({sum(sizes.values())} images)...")
-    if root.exists():  # empty, or an outdated generated copy: replace it
-        stale = root.with_name(f".{root.name}-stale-{os.getpid()}")
-        os.rename(root, stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    return generate_shapes_dataset(root, sizes)
+    return ensure_generated(root, _is_current(Path(root), sizes), lambda: generate_shapes_dataset(root, sizes),
+                            f"'shapes' dataset ({sum(sizes.values())} images)")
 
 
-BUILTIN_DATASETS = {"shapes": ensure_shapes_dataset}
+BUILTIN_DATASETS = {"shapes": ensure_shapes_dataset, "shapes-cls": ensure_shapes_cls_dataset}
 
 
 def ensure_builtin_dataset(name: str, root: Path) -> Path:

@@ -66,7 +66,7 @@ def _keep_large_buffers_in_heap() -> None:
         pass
 
 
-def _init_worker(worker_id: int) -> None:
+def init_worker(worker_id: int) -> None:
     """Worker start-up: seed, stop OpenCV spawning threads inside each worker, keep large buffers in the heap."""
     seed_worker(worker_id)
     cv2.setNumThreads(0)
@@ -135,7 +135,8 @@ class SmartDistributedSampler(Sampler):
         return iter(order[:self.num_samples])
 
 
-def _num_workers(batch_size: int, workers: int) -> int:
+def loader_workers(batch_size: int, workers: int) -> int:
+    """Return the loader's worker count: min(CPUs per CUDA device, batch size (0 for batch 1), ``workers``)."""
     devices = torch.cuda.device_count()
     return min((os.cpu_count() or 1) // max(devices, 1), batch_size if batch_size > 1 else 0, workers)
 
@@ -161,7 +162,7 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
                                       image_weights=image_weights, min_items=min_items, prefix=prefix, rank=rank,
                                       seed=seed, nc=nc)
     batch_size = min(batch_size, len(dataset))
-    num_workers = _num_workers(batch_size, workers)
+    num_workers = loader_workers(batch_size, workers)
     sampler = None if rank == -1 else SmartDistributedSampler(dataset, shuffle=shuffle, seed=seed)
     loader_class = DataLoader if image_weights else InfiniteDataLoader
     generator = torch.Generator()
@@ -170,5 +171,5 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
     loader = loader_class(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                           num_workers=num_workers, sampler=sampler, drop_last=quad, pin_memory=pin_memory,
                           collate_fn=LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn,
-                          worker_init_fn=_init_worker, generator=generator)
+                          worker_init_fn=init_worker, generator=generator)
     return loader, dataset

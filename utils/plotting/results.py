@@ -56,17 +56,20 @@ def _smooth(y: np.ndarray, sigma: float = 3.0) -> np.ndarray:
     return gaussian_filter1d(y, sigma=sigma, mode="nearest") if len(y) > 1 else y
 
 
-def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "") -> Path:  # noqa: A002 (upstream name)
+def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "",  # noqa: A002 (upstream name)
+                 panels: Sequence[str] = RESULTS_PANELS) -> Path:
     """Plot ``results.csv`` (``file``, or ``dir/results.csv``) as ``results.png`` beside it; returns the png path.
 
-    Each panel shows one column against the epoch, with a smoothed dotted trend line.
+    Each panel shows one column (``panels``: detection's 10 by default) against the epoch, with a smoothed dotted
+    trend line; 10 panels are laid out 2 x 5, fewer in one row.
     """
     csv = Path(dir) / "results.csv" if dir else Path(file)
     header, values = read_csv_table(csv)
-    figure = _new_figure(12, 6)
-    axes = figure.subplots(2, 5).ravel()
+    rows, columns = (2, 5) if len(panels) == 10 else (1, len(panels))
+    figure = _new_figure(2.4 * columns, 3 * rows)
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     epochs = values[:, 0] if values.size else np.zeros(0)
-    for ax, name in zip(axes, RESULTS_PANELS, strict=True):
+    for ax, name in zip(axes, panels, strict=True):
         if name in header and values.size:
             y = values[:, header.index(name)]
             ax.plot(epochs, y, marker=".", label=csv.parent.name, linewidth=2, markersize=8)
@@ -108,6 +111,19 @@ def plot_evolve(evolve_csv: PathLike = "path/to/evolve.csv", result_columns: int
     _save_figure(figure, out)
     LOGGER.info(f"Saved {out}")
     return out
+
+
+def append_results_row(csv: PathLike, keys: Sequence[str], epoch: int, values: Sequence[float]) -> None:
+    """Append one ``epoch`` row of ``values`` (in ``keys`` order) to ``csv``, writing the header first; atomic.
+
+    Raises:
+        ValueError: ``values`` and ``keys`` differ in length.
+    """
+    if len(values) != len(keys):
+        raise ValueError(f"{csv}: {len(keys)} columns expected, got {len(values)} values")
+    csv = Path(csv)
+    text = csv.read_text() if csv.is_file() else format_csv_header(("epoch", *keys)) + "\n"
+    atomic_write_bytes(csv, (text + format_csv_row([epoch, *[float(v) for v in values]]) + "\n").encode())
 
 
 def format_csv_row(values: Sequence[float]) -> str:
