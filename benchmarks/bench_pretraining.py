@@ -23,7 +23,7 @@ spin-waiting on shared cores); a finished job's ``result.json`` is kept and ``--
 
 Usage::
 
-    nice -n 5 python benchmarks/bench_pretraining.py --reuse                # the README study (a few CPU hours)
+    nice -n 5 python benchmarks/bench_pretraining.py --reuse                # the README study (hours)
     python benchmarks/bench_pretraining.py --reuse --report-only            # verdict + plot from stored runs
     python benchmarks/bench_pretraining.py --arms scratch cls_full --seeds 0 1 2 3 4 --reuse
     python benchmarks/bench_pretraining.py --quick --project /tmp/study     # a minute-long smoke run (tests)
@@ -63,13 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", type=float, default=0.1, help="fraction of the training images with labels")
     p.add_argument("--det-data", default=str(ROOT / "data" / "shapes.yaml"), help="detection dataset YAML")
     p.add_argument("--cls-data", default=str(ROOT / "data" / "shapes-cls.yaml"), help="classification dataset")
-    p.add_argument("--epochs", type=int, default=60, help="detection epochs (equal for every arm)")
-    p.add_argument("--imgsz", type=int, default=256, help="detection image size")
+    p.add_argument("--epochs", type=int, default=50, help="detection epochs (equal for every arm)")
+    p.add_argument("--imgsz", type=int, default=192, help="detection image size")
     p.add_argument("--batch-size", type=int, default=8, help="detection batch size")
     p.add_argument("--cls-epochs", type=int, default=20, help="classification pretraining epochs")
     p.add_argument("--cls-imgsz", type=int, default=64, help="classification pretraining image size")
+    p.add_argument("--cls-convnext-epochs", type=int, default=12, help="ConvNeXt classification pretraining epochs")
     p.add_argument("--ae-epochs", type=int, default=20, help="autoencoder pretraining epochs")
-    p.add_argument("--ae-imgsz", type=int, default=256, help="autoencoder pretraining image size")
+    p.add_argument("--ae-imgsz", type=int, default=192, help="autoencoder pretraining image size")
     p.add_argument("--jobs", type=int, default=2, help="jobs running at the same time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--reuse", action="store_true", help="keep finished jobs (their result.json)")
@@ -80,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.imgsz, args.batch_size = 1, 64, 4
-        args.cls_epochs, args.cls_imgsz, args.ae_epochs, args.ae_imgsz = 1, 32, 1, 64
+        args.cls_epochs, args.cls_convnext_epochs, args.cls_imgsz, args.ae_epochs, args.ae_imgsz = 1, 1, 32, 1, 64
     return args
 
 
@@ -145,7 +146,8 @@ def pretrain_jobs(args: argparse.Namespace, study: Path, unlabelled: str, cls_da
     jobs = [Job("pre_cls_yolov5n", "cls", {**cls, "model": "yolov5n.yaml"}),
             Job("pre_ae_skips", "ae", {**ae, "skips": True}),
             Job("pre_ae_noskips", "ae", {**ae, "skips": False}),
-            Job("pre_cls_convnext", "cls", {**cls, "model": "convnext_yolov5n.yaml"})]
+            Job("pre_cls_convnext", "cls", {**cls, "model": "convnext_yolov5n.yaml",
+                                            "epochs": args.cls_convnext_epochs})]
     for job in jobs:
         job.kwargs["project"] = str(job.folder(study))
     return {job.name: job for job in jobs}

@@ -16,7 +16,7 @@ from engine.classify_trainer import ClassifyTrainer, check_classify_options
 from engine.classify_validator import ClassifyMetrics, ClassifyValidator
 from engine.train_options import builtin_dataset_name
 from utils.callbacks import Callbacks
-from utils.dist import check_batch_split, destroy_distributed, get_local_rank, is_main_process
+from utils.dist import check_batch_split, destroy_distributed, get_local_rank, get_world_size, is_main_process
 from utils.files import ROOT, increment_path
 from utils.logging import LOGGER, colorstr
 
@@ -56,6 +56,9 @@ def run_classify_training(options: ClassifyOptions, callbacks: Callbacks | None 
                 raise ClassifyError(str(error)) from None
             device = init_distributed(device)
             options.save_dir = broadcast_from_main(options.save_dir)
+            world = get_world_size()
+            LOGGER.info(f"{colorstr('DDP:')} {world} processes, backend {torch.distributed.get_backend()}, batch "
+                        f"{options.batch_size // world} per process")
         ClassifyTrainer(options, device, callbacks).train()
         return options
     finally:
