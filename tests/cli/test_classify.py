@@ -131,3 +131,19 @@ def test_upstream_checkpoint_loads_safely_and_validates_like_upstream(tmp_path):
     probs, _, files = _manual_predictions(UPSTREAM / "yolov5-tiny-cls.pt", data, reference["imgsz"])
     upstream = np.array([reference["probs"][str(Path(f).relative_to(data))] for f in files])
     assert np.abs(probs - upstream).max() < 1e-5
+
+
+def test_predict_reads_videos_through_the_detection_sources(trained, tmp_path):
+    from classify import predict
+
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (80, 60))
+    for i in range(3):
+        writer.write(np.full((60, 80, 3), 60 * i, np.uint8))
+    writer.release()
+    save_dir = predict.run(weights=trained / "weights" / "best.pt", source=video, imgsz=[32], save_txt=True,
+                           project=str(tmp_path), name="v")
+    assert (save_dir / "clip.mp4").is_file()
+    labels = sorted(p.name for p in (save_dir / "labels").iterdir())
+    assert labels == ["clip_1.txt", "clip_2.txt", "clip_3.txt"]
+    assert len((save_dir / "labels" / "clip_1.txt").read_text().splitlines()) == 5
