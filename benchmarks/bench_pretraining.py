@@ -179,7 +179,8 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
         if needed and needed not in {job.name for job in jobs}:
             jobs.append(pretrain[needed])
         jobs += [detection_job(args, study, arm_name, seed, yamls[seed]) for seed in args.seeds]
-    return jobs
+    first = next((job for job in jobs if job.kind != "det"), None)
+    return ([first] + [job for job in jobs if job is not first]) if first else jobs  # the longest wait first
 
 
 def launch(job: Job, args: argparse.Namespace) -> float:
@@ -211,6 +212,10 @@ def schedule(jobs: list[Job], args: argparse.Namespace) -> None:
         while pending or running:
             for job in [j for j in pending if all(n in done for n in j.needs)][:max(0, args.jobs - len(running))]:
                 pending.remove(job)
+                if args.reuse and job.result(args.project) is not None:  # finished meanwhile by another study
+                    done.add(job.name)
+                    bar.update(1)
+                    continue
                 running[pool.submit(launch, job, args)] = job
             for job in [j for j in pending if any(n in failed for n in j.needs)]:
                 pending.remove(job)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -211,3 +212,14 @@ def test_builtin_reused_and_user_folders_never_touched(tmp_path):
     with pytest.raises(FileExistsError, match="not created by the built-in dataset generator"):
         ensure_shapes_cls_dataset(user, sizes)
     assert (user / "train" / "x" / "0.jpg").is_file()
+
+
+def test_ram_and_disk_caches_return_the_same_samples(folder_data, log_text):
+    plain = ClassificationDataset(folder_data / "train", False, 16)
+    ram = ClassificationDataset(folder_data / "train", False, 16, cache="ram")
+    assert ram.cache_ram and "caching images" in log_text.text
+    first = ram[0][0]
+    assert ram.images[0] is not None and torch.equal(first, plain[0][0])
+    disk = ClassificationDataset(folder_data / "train", False, 16, cache="disk")
+    assert all(Path(p).with_suffix(".npy").is_file() for p, _ in disk.samples)
+    assert torch.equal(disk[3][0], plain[3][0])
