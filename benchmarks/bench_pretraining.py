@@ -68,10 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="detection batch size")
     p.add_argument("--cls-epochs", type=int, default=20, help="classification pretraining epochs")
     p.add_argument("--cls-imgsz", type=int, default=64, help="classification pretraining image size")
-    p.add_argument("--cls-convnext-epochs", type=int, default=12, help="ConvNeXt classification pretraining epochs")
-    p.add_argument("--ae-epochs", type=int, default=20, help="autoencoder pretraining epochs")
+    p.add_argument("--cls-convnext-epochs", type=int, default=8, help="ConvNeXt classification pretraining epochs")
+    p.add_argument("--ae-epochs", type=int, default=10, help="autoencoder pretraining epochs")
     p.add_argument("--ae-imgsz", type=int, default=192, help="autoencoder pretraining image size")
-    p.add_argument("--jobs", type=int, default=2, help="jobs running at the same time")
+    p.add_argument("--jobs", type=int, default=4, help="jobs running at the same time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--reuse", action="store_true", help="keep finished jobs (their result.json)")
     p.add_argument("--report-only", action="store_true", help="run nothing: verdict and plot of stored results")
@@ -183,8 +183,11 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     return ([first] + [job for job in jobs if job is not first]) if first else jobs  # the longest wait first
 
 
-def launch(job: Job, args: argparse.Namespace) -> float:
-    """Run ``job`` in a worker process (niced by the caller's own niceness); returns its wall seconds.
+PID_FILE = "running.pid"  # in a job folder while its worker runs (another study process then waits for it)
+
+
+def launch(job: Job, args: argparse.Namespace) -> None:
+    """Run ``job`` in a worker process (niced by the caller's own niceness), its PID in :data:`PID_FILE`.
 
     Raises:
         RuntimeError: the worker failed (the message names its log file).
@@ -193,30 +196,67 @@ def launch(job: Job, args: argparse.Namespace) -> float:
     folder.mkdir(parents=True, exist_ok=True)
     spec = folder / "job.json"
     write_json_atomic(spec, {**job.__dict__, "study": str(args.project)})
-    start = time.perf_counter()
     with open(folder / "log.txt", "w", encoding="utf-8") as log:
-        code = subprocess.call([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec)], stdout=log,
-                               stderr=subprocess.STDOUT, env=worker_environment(args.threads), cwd=ROOT)
+        worker = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(spec)], stdout=log,
+                                  stderr=subprocess.STDOUT, env=worker_environment(args.threads), cwd=ROOT)
+        (folder / PID_FILE).write_text(str(worker.pid))
+        code = worker.wait()
+    (folder / PID_FILE).unlink(missing_ok=True)
     if code != 0:
         raise RuntimeError(f"{job.name} failed (exit {code}); see {folder / 'log.txt'}")
-    return time.perf_counter() - start
+
+
+def running_elsewhere(job: Job, study: Path) -> int | None:
+    """The PID of a live worker already running ``job`` (started by an earlier study process), else None."""
+    try:
+        pid = int((job.folder(study) / PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def follow(job: Job, pid: int, study: Path, poll: float = 20.0) -> None:
+    """Wait until the worker ``pid`` of another study process ends.
+
+    Raises:
+        RuntimeError: it ended without writing the job's result.
+    """
+    while True:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(poll)
+    if job.result(study) is None:
+        raise RuntimeError(f"{job.name}: worker {pid} (another study process) ended without a result")
 
 
 def schedule(jobs: list[Job], args: argparse.Namespace) -> None:
-    """Run the unfinished jobs, ``args.jobs`` at a time, each once its pretraining is done; reports after each."""
+    """Run the unfinished jobs, ``args.jobs`` at a time, each once its pretraining is done; reports after each.
+
+    A job another study process is running (live PID in :data:`PID_FILE`) is waited for, not started again.
+    """
     done = {job.name for job in jobs if args.reuse and job.result(args.project) is not None}
     pending = [job for job in jobs if job.name not in done]
     failed: set[str] = set()
-    running: dict[Future, Job] = {}
-    with ThreadPoolExecutor(max(1, args.jobs)) as pool, tqdm(total=len(jobs), initial=len(done), desc="study") as bar:
+    running: dict[Future, tuple[Job, bool]] = {}  # future -> (job, launched here)
+    with ThreadPoolExecutor(max(1, args.jobs) + len(jobs)) as pool, \
+            tqdm(total=len(jobs), initial=len(done), desc="study") as bar:
         while pending or running:
-            for job in [j for j in pending if all(n in done for n in j.needs)][:max(0, args.jobs - len(running))]:
-                pending.remove(job)
+            free = max(1, args.jobs) - sum(launched for _, launched in running.values())
+            for job in [j for j in pending if all(n in done for n in j.needs)]:
                 if args.reuse and job.result(args.project) is not None:  # finished meanwhile by another study
+                    pending.remove(job)
                     done.add(job.name)
                     bar.update(1)
-                    continue
-                running[pool.submit(launch, job, args)] = job
+                elif (pid := running_elsewhere(job, args.project)) is not None:
+                    pending.remove(job)
+                    running[pool.submit(follow, job, pid, args.project)] = (job, False)
+                elif free > 0:
+                    pending.remove(job)
+                    running[pool.submit(launch, job, args)] = (job, True)
+                    free -= 1
             for job in [j for j in pending if any(n in failed for n in j.needs)]:
                 pending.remove(job)
                 failed.add(job.name)
@@ -224,7 +264,7 @@ def schedule(jobs: list[Job], args: argparse.Namespace) -> None:
                 break
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                job = running.pop(future)
+                job, _ = running.pop(future)
                 try:
                     future.result()
                     done.add(job.name)
