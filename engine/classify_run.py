@@ -67,11 +67,16 @@ def run_classify_training(options: ClassifyOptions, callbacks: Callbacks | None 
             destroy_distributed()
 
 
-def load_classifier(weights: Any, device: torch.device) -> torch.nn.Module:
-    """Load a classification checkpoint through the safe loader (fp32, eval mode, not fused)."""
-    from models.loading import load_model
+def load_classifier(weights: Any, device: torch.device, half: bool = False) -> torch.nn.Module:
+    """Load a classifier: a ``.pt`` through the safe loader (fp32, eval mode, not fused), an exported file
+    (``.torchscript``, ``.onnx``) through ``DetectMultiBackend``."""
+    if str(weights).endswith(".pt"):
+        from models.loading import load_model
 
-    return load_model(weights, device, fuse=False)
+        return load_model(weights, device, fuse=False)
+    from models.backends import DetectMultiBackend
+
+    return DetectMultiBackend(weights, device=device, fp16=half)
 
 
 def validate_weights(data: Any, weights: Any, batch_size: int = 128, imgsz: int = 224, device: str = "",
@@ -79,7 +84,8 @@ def validate_weights(data: Any, weights: Any, batch_size: int = 128, imgsz: int 
                      exist_ok: bool = False, half: bool = False, fp32: bool = False) -> ClassifyMetrics:
     """``classify/val.py``: top-1/top-5/loss of a classification ``.pt`` on the ``val`` (else ``test``) split.
 
-    The model's class names must match the dataset's class folders (by name, in any order).
+    The model's class names must match the dataset's class folders (by name, in any order). Exported models
+    (``.torchscript``/``.onnx`` from ``export.py``) run through ``DetectMultiBackend`` with batch size 1.
 
     Raises:
         ClassifyError: the checkpoint's classes and the dataset's differ.
@@ -89,8 +95,11 @@ def validate_weights(data: Any, weights: Any, batch_size: int = 128, imgsz: int 
     from utils.torch_utils import select_device
 
     device = select_device(device, batch_size=batch_size)
-    model = load_classifier(weights, device)
-    if half and device.type != "cpu":
+    model = load_classifier(weights, device, half)
+    if not str(weights).endswith(".pt"):
+        LOGGER.info(f"{weights}: exported model, validating with batch size 1 (its input shape)")
+        batch_size = 1
+    elif half and device.type != "cpu":
         model = model.half()
     data_info = check_cls_dataset(data, require_train=False)
     names = _model_names(model, data_info["names"], weights)

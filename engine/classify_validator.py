@@ -19,6 +19,14 @@ from utils.logging import LOGGER
 from utils.precision import PrecisionPolicy
 
 
+def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where and in which precision ``model`` takes inputs: its parameters', else a backend's ``device`` (fp32)."""
+    param = next(model.parameters(), None)
+    if param is not None:
+        return param.device, param.dtype
+    return torch.device(getattr(model, "device", "cpu")), torch.float32
+
+
 @dataclass
 class ClassifyMetrics:
     """Validation results: ``top1``/``top5`` accuracy (0-1), mean ``loss``; per class (nc,) ``images``,
@@ -73,7 +81,7 @@ class ClassifyValidator:
         ``verbose`` the whole table (one row per class)."""
         training = self.model.training
         self.model.eval()
-        device = next(self.model.parameters()).device
+        device, _ = _device_dtype(self.model)
         ranks, targets, loss_sum = [], [], 0.0
         try:
             for images, labels in tqdm(self.loader, desc=self.desc, bar_format=TQDM_BAR_FORMAT, leave=False):
@@ -87,7 +95,7 @@ class ClassifyValidator:
         return self._metrics(ranks, targets, loss_sum, verbose, summary)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        dtype = next(self.model.parameters()).dtype
+        _, dtype = _device_dtype(self.model)
         if self.policy is None:
             return self.model(images.to(dtype)).float()
         with self.policy.autocast():

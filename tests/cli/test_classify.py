@@ -147,3 +147,18 @@ def test_predict_reads_videos_through_the_detection_sources(trained, tmp_path):
     labels = sorted(p.name for p in (save_dir / "labels").iterdir())
     assert labels == ["clip_1.txt", "clip_2.txt", "clip_3.txt"]
     assert len((save_dir / "labels" / "clip_1.txt").read_text().splitlines()) == 5
+
+
+def test_exported_onnx_validates_and_predicts_like_the_checkpoint(trained, cls_data, tmp_path):
+    import shutil as sh
+
+    import export
+    from classify import val
+
+    weights = tmp_path / "best.pt"
+    sh.copy(trained / "weights" / "best.pt", weights)
+    export.run(weights=weights, include=("onnx",), imgsz=(32, 32))
+    pt = val.run(weights=weights, data=str(cls_data), imgsz=32, workers=0, project=str(tmp_path), name="pt")
+    onnx = val.run(weights=tmp_path / "best.onnx", data=str(cls_data), imgsz=32, workers=0, project=str(tmp_path),
+                   name="onnx")
+    assert onnx[:2] == pt[:2] and onnx[2] == pytest.approx(pt[2], rel=1e-4)
