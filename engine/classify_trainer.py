@@ -214,7 +214,9 @@ class ClassifyTrainer(TrainingLoop):
             plot_results(self.csv, panels=CLS_RESULTS_KEYS[:4])
         images, labels = next(iter(self.train_loader))
         plot_classify_images(images, labels.tolist(), self.names, self.save_dir / "train_images.jpg")
-        images, labels = next(iter(self.val_loader))
+        dataset = self.val_loader.dataset  # 25 images spread over the (class-sorted) validation split
+        samples = [dataset[int(i)] for i in np.linspace(0, len(dataset) - 1, min(25, len(dataset)))]
+        images, labels = torch.stack([x for x, _ in samples]), torch.tensor([y for _, y in samples])
         with torch.inference_mode():
             preds = self.ema.ema(self.policy.prepare_input(images.to(self.device))).argmax(1).tolist()
         plot_classify_images(images, labels.tolist(), self.names, self.save_dir / "test_images.jpg", preds=preds)
