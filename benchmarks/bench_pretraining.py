@@ -48,17 +48,19 @@ import yaml
 from tqdm import tqdm
 
 from benchmarks.bench_stats import paired_interval, save_figure_atomic, write_json_atomic
-from benchmarks.pretraining_jobs import ARMS, RESULT_FILE, Job, run_worker, worker_environment
+from benchmarks.pretraining_jobs import ARMS, RESULT_FILE, Arm, Job, add_extra_arm, run_worker, worker_environment
 
 DEFAULT_PROJECT = ROOT / "runs" / "pretraining_study"
 DEFAULT_PLOT = ROOT / "docs" / "images" / "pretraining_study.png"
-PRETRAIN_ORDER = ("pre_cls_yolov5n", "pre_ae_skips", "pre_ae_noskips", "pre_cls_convnext")
+BUILTIN_ARMS = tuple(ARMS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--project", type=Path, default=DEFAULT_PROJECT, help="study folder (jobs, CSVs, verdict)")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="arms to run")
+    p.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default: all of {', '.join(ARMS)})")
+    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=PATH[:frozen]",
+                   help="extra arms from existing backbone files (yolov5n), e.g. a longer classification run")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="detection seeds (subset, init, order)")
     p.add_argument("--labels", type=float, default=0.1, help="fraction of the training images with labels")
     p.add_argument("--det-data", default=str(ROOT / "data" / "shapes.yaml"), help="detection dataset YAML")
@@ -79,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test (not a measurement)")
     p.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    extra = [add_extra_arm(spec).name for spec in args.extra]
+    args.arms = args.arms or [*BUILTIN_ARMS, *extra]
+    unknown = [arm for arm in args.arms if arm not in ARMS]
+    if unknown:
+        p.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
     if args.quick:
         args.epochs, args.imgsz, args.batch_size = 1, 64, 4
         args.cls_epochs, args.cls_convnext_epochs, args.cls_imgsz, args.ae_epochs, args.ae_imgsz = 1, 1, 32, 1, 64
@@ -173,6 +180,9 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     pretrain = pretrain_jobs(args, study, unlabelled_folder(study, images[:16] if args.quick else images), cls_data)
     yamls = {seed: write_subset_yaml(study, data, labelled_subset(images, args.labels, seed), seed)
              for seed in args.seeds}
+    for spec in args.extra:  # an existing backbone file: a "file" job that only records the path
+        name, _, rest = spec.partition("=")
+        pretrain[f"file_{name}"] = Job(f"file_{name}", "file", {"weights": str(Path(rest.split(":")[0]).resolve())})
     jobs: list[Job] = []
     for arm_name in args.arms:
         needed = ARMS[arm_name].pretrain
@@ -308,9 +318,10 @@ def write_tables(jobs: list[Job], study: Path) -> None:
 
     runs, pretraining = finished_runs(study)
     rows = ["arm,seed,mAP50,mAP50_95,P,R,det_minutes,pretrain_minutes,transferred"]
+    order = {arm: i for i, arm in enumerate(ARMS)}
     rows += [f"{r['arm']},{r['seed']},{r['mAP50']:.5f},{r['mAP50_95']:.5f},{r['P']:.4f},{r['R']:.4f},"
              f"{r['seconds'] / 60:.2f},{r['pretrain_seconds'] / 60:.2f},{r['transferred']}"
-             for r in sorted(runs, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"]))]
+             for r in sorted(runs, key=lambda r: (order.get(r["arm"], len(order)), r["arm"], r["seed"]))]
     atomic_write_bytes(study / "results.csv", ("\n".join(rows) + "\n").encode())
     lines = ["job,kind,minutes,top1,best_loss"]
     lines += [f"{n},{r['kind']},{r['seconds'] / 60:.2f},{r.get('top1', '')},{r.get('best_loss', '')}"
@@ -320,6 +331,8 @@ def write_tables(jobs: list[Job], study: Path) -> None:
 
 def arm_summary(runs: list[dict]) -> dict[str, dict]:
     """Per arm: seeds, mAP50/mAP50-95 per seed and mean, and mean wall minutes (detection, pretraining)."""
+    for name in {r["arm"] for r in runs} - set(ARMS):  # an --extra arm of an earlier study process
+        ARMS[name] = Arm(name, "yolov5n.yaml", f"file_{name}", label="extra backbone file")
     summary: dict[str, dict] = {}
     for arm in ARMS:
         arm_runs = sorted((r for r in runs if r["arm"] == arm), key=lambda r: r["seed"])

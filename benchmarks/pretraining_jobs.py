@@ -130,7 +130,31 @@ def _run_det(kwargs: dict) -> dict:
     return {"P": results[0], "R": results[1], "mAP50": results[2], "mAP50_95": results[3], "save_dir": opt.save_dir}
 
 
-RUNNERS = {"cls": _run_cls, "ae": _run_ae, "det": _run_det}
+def _run_file(kwargs: dict) -> dict:
+    """An existing backbone file (``--extra``): nothing to train."""
+    return {"weights": kwargs["weights"]}
+
+
+RUNNERS = {"cls": _run_cls, "ae": _run_ae, "det": _run_det, "file": _run_file}
+
+
+def add_extra_arm(spec: str) -> Arm:
+    """Register an arm from ``NAME=PATH[:frozen]`` (an existing backbone file, e.g. a longer pretraining run) and
+    return it; its pretraining job is ``file_NAME``, its reference ``scratch``.
+
+    Raises:
+        ValueError: the spec is malformed or the file does not exist.
+    """
+    name, _, rest = spec.partition("=")
+    path, _, mode = rest.partition(":")
+    if not name or not path or mode not in ("", "frozen", "full"):
+        raise ValueError(f"--extra {spec}: expected NAME=PATH or NAME=PATH:frozen")
+    if not Path(path).is_file():
+        raise ValueError(f"--extra {spec}: {path} not found")
+    arm = Arm(name, "yolov5n.yaml", f"file_{name}", 10 if mode == "frozen" else 0,
+              label=f"backbone from {Path(path).name}" + (", frozen" if mode == "frozen" else ""))
+    ARMS[name] = arm
+    return arm
 
 
 def run_worker(spec_file: Path) -> None:
