@@ -296,6 +296,8 @@ def progress_line(job: Job, study: Path) -> str:
     if job.kind == "det":
         return (f"{job.name}: mAP50 {result['mAP50']:.4f}, mAP50-95 {result['mAP50_95']:.4f}, "
                 f"{result['seconds'] / 60:.1f} min, transferred {result['transferred'] or '-'}")
+    if job.kind == "file":
+        return f"{job.name}: backbone file {result['weights']}"
     metric = f"top-1 {result.get('top1', 0):.3f}" if job.kind == "cls" else f"best loss {result['best_loss']:.4g}"
     return f"{job.name}: {metric}, {result['seconds'] / 60:.1f} min"
 
