@@ -1,7 +1,7 @@
 """Classify images, folders, videos, cameras and streams (upstream ``classify/predict.py`` interface).
 
     $ python classify/predict.py --weights runs/train-cls/exp/weights/best.pt --source data/images
-    $ python classify/predict.py --weights best.pt --source video.mp4 --save-txt --img 128
+    $ python classify/predict.py --weights best.pt --source video.mp4 --save-txt --img 64
 
 Logs the top-5 classes with probabilities per image (``image 1/2 a.jpg: 224x224 star 0.91, ring 0.05, ...``) and
 writes annotated images/videos to runs/predict-cls/exp{N} (``labels/*.txt`` with ``--save-txt``: ``prob name``

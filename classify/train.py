@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "DATASETS_DIR (default: the built-in shapes-cls set, generated on first use)")
     p.add_argument("--epochs", type=int, default=None, help=f"passes over the training set (unset: "
                    f"{UPSTREAM_DEFAULTS['epochs']}, built-in dataset: {BUILTIN_PRESET['epochs']})")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step, summed over all processes")
+    p.add_argument("--batch-size", type=int, default=None, help=f"images per step, summed over all processes (unset: "
+                   f"{UPSTREAM_DEFAULTS['batch_size']}, built-in dataset: {BUILTIN_PRESET['batch_size']})")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=None, help=f"train and val image size in "
                    f"pixels (unset: {UPSTREAM_DEFAULTS['imgsz']}, built-in dataset: {BUILTIN_PRESET['imgsz']})")
     p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")

@@ -1,6 +1,6 @@
 """Validate a classification checkpoint on an ImageNet-style dataset (upstream ``classify/val.py`` interface).
 
-    $ python classify/val.py --weights runs/train-cls/exp/weights/best.pt --data data/shapes-cls.yaml --img 128
+    $ python classify/val.py --weights runs/train-cls/exp/weights/best.pt --data data/shapes-cls.yaml --img 64
     $ python classify/val.py --weights yolov5s-cls.pt --data path/to/imagenet --img 224 --verbose
 
 Prints upstream's table (``Class Images top1_acc top5_acc``; per class with ``--verbose``) and returns

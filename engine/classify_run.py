@@ -38,9 +38,9 @@ def run_classify_training(options: ClassifyOptions, callbacks: Callbacks | None 
     from utils.dist import broadcast_from_main, init_distributed
     from utils.torch_utils import select_device
 
-    check_classify_options(options)
     builtin = bool(builtin_dataset_name(dataset_yaml(options.data)))
     options = prepare_run(options, builtin)
+    check_classify_options(options)
     distributed, level = get_local_rank() != -1, LOGGER.level
     try:
         device = select_device(options.device, batch_size=options.batch_size)

@@ -33,9 +33,9 @@ def test_pretrained_flag_values():
 
 def test_dataset_defaults_and_builtin_preset():
     opt = apply_dataset_defaults(ClassifyOptions(), builtin=False)
-    assert (opt.imgsz, opt.epochs) == (224, 10)
+    assert (opt.imgsz, opt.epochs, opt.batch_size) == (224, 10, 64)
     opt = apply_dataset_defaults(ClassifyOptions(imgsz=96), builtin=True)
-    assert (opt.imgsz, opt.epochs) == (96, 10)
+    assert (opt.imgsz, opt.epochs, opt.batch_size) == (96, 20, 32)
 
 
 def test_model_from_yaml_detection_checkpoint_and_torchvision(tmp_path):
