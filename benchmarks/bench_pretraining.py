@@ -48,7 +48,16 @@ import yaml
 from tqdm import tqdm
 
 from benchmarks.bench_stats import paired_interval, save_figure_atomic, write_json_atomic
-from benchmarks.pretraining_jobs import ARMS, RESULT_FILE, Arm, Job, add_extra_arm, run_worker, worker_environment
+from benchmarks.pretraining_jobs import (
+    ARMS,
+    RESULT_FILE,
+    Arm,
+    Job,
+    add_extra_arm,
+    parse_extra,
+    run_worker,
+    worker_environment,
+)
 
 DEFAULT_PROJECT = ROOT / "runs" / "pretraining_study"
 DEFAULT_PLOT = ROOT / "docs" / "images" / "pretraining_study.png"
@@ -180,9 +189,10 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     pretrain = pretrain_jobs(args, study, unlabelled_folder(study, images[:16] if args.quick else images), cls_data)
     yamls = {seed: write_subset_yaml(study, data, labelled_subset(images, args.labels, seed), seed)
              for seed in args.seeds}
-    for spec in args.extra:  # an existing backbone file: a "file" job that only records the path
-        name, _, rest = spec.partition("=")
-        pretrain[f"file_{name}"] = Job(f"file_{name}", "file", {"weights": str(Path(rest.split(":")[0]).resolve())})
+    for spec in args.extra:  # an existing backbone file: a "file" job that only records the path and its time
+        name, path, _, minutes = parse_extra(spec)
+        pretrain[f"file_{name}"] = Job(f"file_{name}", "file", {"weights": str(Path(path).resolve()),
+                                                                 "minutes": minutes})
     jobs: list[Job] = []
     for arm_name in args.arms:
         needed = ARMS[arm_name].pretrain
@@ -322,7 +332,7 @@ def write_tables(jobs: list[Job], study: Path) -> None:
     rows = ["arm,seed,mAP50,mAP50_95,P,R,det_minutes,pretrain_minutes,transferred"]
     order = {arm: i for i, arm in enumerate(ARMS)}
     rows += [f"{r['arm']},{r['seed']},{r['mAP50']:.5f},{r['mAP50_95']:.5f},{r['P']:.4f},{r['R']:.4f},"
-             f"{r['seconds'] / 60:.2f},{r['pretrain_seconds'] / 60:.2f},{r['transferred']}"
+             f"{r['seconds'] / 60:.2f},{pretrain_seconds(r, pretraining) / 60:.2f},{r['transferred']}"
              for r in sorted(runs, key=lambda r: (order.get(r["arm"], len(order)), r["arm"], r["seed"]))]
     atomic_write_bytes(study / "results.csv", ("\n".join(rows) + "\n").encode())
     lines = ["job,kind,minutes,top1,best_loss"]
@@ -331,7 +341,15 @@ def write_tables(jobs: list[Job], study: Path) -> None:
     atomic_write_bytes(study / "pretraining.csv", ("\n".join(lines) + "\n").encode())
 
 
-def arm_summary(runs: list[dict]) -> dict[str, dict]:
+def pretrain_seconds(run: dict, pretraining: dict[str, dict] | None) -> float:
+    """The pretraining wall seconds of a detection run: its jobs' current results, else what the run recorded."""
+    needs = run.get("needs") or []
+    if pretraining is not None and needs and all(n in pretraining for n in needs):
+        return sum(float(pretraining[n]["seconds"]) for n in needs)
+    return float(run.get("pretrain_seconds", 0.0))
+
+
+def arm_summary(runs: list[dict], pretraining: dict[str, dict] | None = None) -> dict[str, dict]:
     """Per arm: seeds, mAP50/mAP50-95 per seed and mean, and mean wall minutes (detection, pretraining)."""
     for name in {r["arm"] for r in runs} - set(ARMS):  # an --extra arm of an earlier study process
         ARMS[name] = Arm(name, "yolov5n.yaml", f"file_{name}", label="extra backbone file")
@@ -343,7 +361,7 @@ def arm_summary(runs: list[dict]) -> dict[str, dict]:
                             "map50": {r["seed"]: r["mAP50"] for r in arm_runs},
                             "map": {r["seed"]: r["mAP50_95"] for r in arm_runs},
                             "det_minutes": float(np.mean([r["seconds"] for r in arm_runs])) / 60,
-                            "pretrain_minutes": float(arm_runs[0]["pretrain_seconds"]) / 60,
+                            "pretrain_minutes": pretrain_seconds(arm_runs[0], pretraining) / 60,
                             "transferred": arm_runs[0]["transferred"]}
     return summary
 
@@ -434,7 +452,7 @@ def save_plot(summary: dict, file: Path, title: str) -> None:
 def report(args: argparse.Namespace) -> str:
     """Print and store (``verdict.md``) the verdict; draw the plot. Returns the verdict text."""
     runs, pretraining = finished_runs(args.project)
-    summary = arm_summary(runs)
+    summary = arm_summary(runs, pretraining)
     if not summary:
         return "no finished detection runs yet"
     text = verdict(summary)

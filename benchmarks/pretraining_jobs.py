@@ -131,24 +131,40 @@ def _run_det(kwargs: dict) -> dict:
 
 
 def _run_file(kwargs: dict) -> dict:
-    """An existing backbone file (``--extra``): nothing to train."""
-    return {"weights": kwargs["weights"]}
+    """An existing backbone file (``--extra``): nothing to train; its pretraining time is the one given."""
+    return {"weights": kwargs["weights"], "recorded_seconds": 60.0 * float(kwargs.get("minutes", 0.0))}
 
 
 RUNNERS = {"cls": _run_cls, "ae": _run_ae, "det": _run_det, "file": _run_file}
 
 
+def parse_extra(spec: str) -> tuple[str, str, str, float]:
+    """Split ``NAME=PATH[:frozen|:full][:MINUTES]`` into (name, path, mode, pretraining minutes).
+
+    Raises:
+        ValueError: the spec is malformed.
+    """
+    name, _, rest = spec.partition("=")
+    path, *options = rest.split(":")
+    mode = next((o for o in options if o in ("frozen", "full")), "full")
+    minutes = [o for o in options if o not in ("frozen", "full")]
+    try:
+        value = float(minutes[0]) if minutes else 0.0
+    except ValueError:
+        value = -1.0
+    if not name or not path or len(minutes) > 1 or value < 0:
+        raise ValueError(f"--extra {spec}: expected NAME=PATH[:frozen|:full][:MINUTES]")
+    return name, path, mode, value
+
+
 def add_extra_arm(spec: str) -> Arm:
-    """Register an arm from ``NAME=PATH[:frozen]`` (an existing backbone file, e.g. a longer pretraining run) and
-    return it; its pretraining job is ``file_NAME``, its reference ``scratch``.
+    """Register an arm from ``NAME=PATH[:frozen|:full][:MINUTES]`` (an existing backbone file, e.g. a longer
+    pretraining run, that took MINUTES) and return it; its pretraining job is ``file_NAME``, reference ``scratch``.
 
     Raises:
         ValueError: the spec is malformed or the file does not exist.
     """
-    name, _, rest = spec.partition("=")
-    path, _, mode = rest.partition(":")
-    if not name or not path or mode not in ("", "frozen", "full"):
-        raise ValueError(f"--extra {spec}: expected NAME=PATH or NAME=PATH:frozen")
+    name, path, mode, _ = parse_extra(spec)
     if not Path(path).is_file():
         raise ValueError(f"--extra {spec}: {path} not found")
     arm = Arm(name, "yolov5n.yaml", f"file_{name}", 10 if mode == "frozen" else 0,
@@ -175,7 +191,8 @@ def run_worker(spec_file: Path) -> None:
     finally:
         LOGGER.removeHandler(capture)
     transfer = next((m.groups() for line in capture.lines if (m := TRANSFER_RE.search(line))), None)
-    record = {**asdict(job), "seconds": time.perf_counter() - start, **outcome,
+    seconds = outcome.pop("recorded_seconds", time.perf_counter() - start)
+    record = {**asdict(job), "seconds": seconds, **outcome,
               "transferred": f"{transfer[0]}/{transfer[1]}" if transfer else "",
               "pretrain_seconds": sum(float(needed[n]["seconds"]) for n in job.needs)}
     write_json_atomic(job.folder(Path(spec["study"])) / RESULT_FILE, record)
