@@ -438,7 +438,7 @@ def save_plot(summary: dict, file: Path, title: str) -> None:
     for ax in (ax_map, ax_diff, ax_time):
         ax.set_yticks(y, labels if ax is ax_map else [""] * len(arms))
         ax.xaxis.set_major_locator(MaxNLocator(5))
-        ax.invert_yaxis()
+        ax.set_ylim(len(arms) - 0.5, -0.5)  # same rows in every panel, first arm on top
         ax.grid(axis="x", alpha=0.3)
     ax_diff.axvline(0, color="black", lw=0.8)
     ax_map.set(xlabel="mAP50 (dots: seeds, bar: mean)", title="detection mAP50, 100 val images")
