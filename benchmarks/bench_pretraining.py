@@ -460,8 +460,9 @@ def report(args: argparse.Namespace) -> str:
                     for n, r in sorted(pretraining.items()))
     text += f"\nPretraining jobs: {pre or 'none'}"
     (args.project / "verdict.md").write_text(text + "\n")
+    seeds = sorted({r["seed"] for r in runs})
     title = (f"Pretraining study: yolov5n @ {args.imgsz} px, {args.labels:.0%} of the labels, {args.epochs} epochs, "
-             f"{len(args.seeds)} seeds")
+             f"seeds {', '.join(map(str, seeds))}")
     save_plot(summary, args.plot, title)
     return text
 
