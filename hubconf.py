@@ -6,6 +6,8 @@ Usage:
     model = torch.hub.load('/path/to/this/repo', 'yolov5s', source='local')  # needs yolov5s.pt, see below
     results = model(['im1.jpg', 'im2.jpg'])                                  # -> Detections
     results.print(); results.pandas().xyxy[0]
+    classifier = torch.hub.load('/path/to/this/repo', 'custom', path='best-cls.pt', source='local')
+    classifier(['im1.jpg']).probs                                            # (n, nc) class probabilities
 
 ``pretrained=True`` loads ``<name>.pt`` from the folder named by the ``YOLOV5_WEIGHTS_DIR`` environment variable or
 from this repository's root; when the file is in neither place the call fails at once, saying which file to put
@@ -91,9 +93,13 @@ def _build(name: Union[str, Path], pretrained: bool, channels: int, classes: int
     device = select_device(device)
     if pretrained and channels == 3 and classes == 80:
         model = DetectMultiBackend(_weights_file(name), device=device, fuse=autoshape, fp32=fp32)
-        if autoshape and isinstance(model.model, ClassificationModel):
-            LOGGER.warning(f"WARNING ⚠️ {type(model.model).__name__} is not wrapped in AutoShape (detection and "
-                           f"segmentation only)")
+        inner = model.model if model.pt else None
+        classifier = isinstance(inner, ClassificationModel) or (inner is not None and hasattr(inner, "transforms")
+                                                                and not isinstance(inner, DetectionModel))
+        if autoshape and classifier:
+            from models.autoshape_cls import AutoShapeClassify
+
+            model = AutoShapeClassify(model)  # images in, class probabilities out
         elif autoshape:
             model = AutoShape(model)
             model.fp32 = bool(fp32)

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +44,7 @@ import torch
 
 import train
 import val
+from benchmarks.bench_stats import paired_interval, read_results, save_figure_atomic, write_json_atomic
 from engine.train_options import DEFAULT_DATA
 from models.loading import load_model
 from utils.data.augment import letterbox
@@ -118,9 +117,7 @@ def train_once(mode: str, seed: int, args: argparse.Namespace) -> dict:
     logged = capture.lines[0] if capture.lines else "not logged (trainer does not report utils.precision yet)"
     save_dir = Path(opt.save_dir)
     record = {"mode": mode, "seed": seed, "epochs": args.epochs, "seconds": seconds, "precision": logged}
-    with tempfile.NamedTemporaryFile("w", dir=save_dir, suffix=".json", delete=False) as tmp:
-        json.dump(record, tmp)
-    os.replace(tmp.name, save_dir / RUN_RECORD)
+    write_json_atomic(save_dir / RUN_RECORD, record)
     return {**record, "save_dir": save_dir}
 
 
@@ -139,15 +136,6 @@ def reuse_run(mode: str, seed: int, args: argparse.Namespace) -> dict | None:
     if record.get("epochs") != args.epochs or epochs != args.epochs:
         return None
     return {**record, "mode": mode, "seed": seed, "save_dir": save_dir}
-
-
-def read_results(save_dir: Path) -> dict[str, np.ndarray]:
-    """Columns of ``save_dir/results.csv`` (header names stripped of padding) as float arrays."""
-    with open(save_dir / "results.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
-    header = [name.strip() for name in rows[0]]
-    values = np.array([[float(x) for x in row] for row in rows[1:] if row], dtype=float).reshape(-1, len(header))
-    return {name: values[:, i] for i, name in enumerate(header)}
 
 
 def summary_table(runs: list[dict]) -> str:
@@ -204,11 +192,8 @@ def save_plot(runs: list[dict], file: Path, title: str) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     fig.suptitle(title)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp.name, dpi=120)
+    save_figure_atomic(fig, file)
     plt.close(fig)
-    os.replace(tmp.name, file)
 
 
 def validation_batch(data: str, imgsz: int, count: int) -> torch.Tensor:
@@ -294,16 +279,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "images" / "precision_map.png")
     parser.add_argument("--compare-images", type=int, default=32, help="val images for the detection comparison")
     return parser.parse_args()
-
-
-def paired_interval(differences: list[float]) -> tuple[float, float, float]:
-    """95 % Student-t interval (low, high) of the mean of per-seed differences, and its standard error."""
-    from scipy import stats
-
-    values = np.asarray(differences, dtype=float)
-    error = float(values.std(ddof=1) / np.sqrt(len(values)))
-    half = float(stats.t.ppf(0.975, len(values) - 1)) * error
-    return float(values.mean()) - half, float(values.mean()) + half, error
 
 
 def verdict(runs: list[dict]) -> str:

@@ -30,6 +30,7 @@ from utils.files import atomic_write_bytes
 from utils.logging import LOGGER
 from utils.mask_ops import masks2segments
 from utils.plotting.annotate import colors
+from utils.plotting.classify import draw_top5, top5_text
 from utils.plotting.crops import save_image, save_one_box
 from utils.plotting.detections import draw_detections
 from utils.plotting.masks import instance_index, overlay_masks
@@ -59,6 +60,8 @@ class FrameResult:
         prefix: the loader's log text (``'image 1/2 /abs/a.jpg: '``). vid_cap: the video's ``cv2.VideoCapture``.
         masks: segmentation models only: bool (n, h0, w0) instance masks aligned with ``det`` (else None).
         tracks: what a tracking stage attached for the writers after it (``engine.tracking.FrameTracks``), else None.
+        probs: classification only: (nc,) class probabilities (``det`` is then empty); annotated images show the
+            top-5 classes instead of boxes.
     """
 
     path: str
@@ -73,6 +76,7 @@ class FrameResult:
     vid_cap: Any = None
     masks: torch.Tensor | None = None
     tracks: Any = None
+    probs: torch.Tensor | None = None
     _annotated: dict = field(default_factory=dict, repr=False)
     _segments: list | None = field(default=None, repr=False)
 
@@ -93,8 +97,11 @@ class FrameResult:
         return self._segments
 
     def annotated(self, style: BoxStyle) -> np.ndarray:
-        """Return ``im0`` with the masks (in class colours) and boxes drawn in ``style`` (BGR; once per style)."""
-        if style not in self._annotated:
+        """Return ``im0`` with the masks (in class colours) and boxes, or the top-5 classes of a classifier, drawn in
+        ``style`` (BGR; computed once per style)."""
+        if style not in self._annotated and self.probs is not None:
+            self._annotated[style] = draw_top5(self.im0, top5_text(self.probs, self.names))
+        elif style not in self._annotated:
             image = self.im0
             if self.masks is not None and len(self.masks):
                 colours = np.array([colors(int(c), bgr=True) for c in self.det[:, 5].tolist()], dtype=np.float64)
@@ -165,6 +172,46 @@ class CsvWriter:
                 writer.writeheader()
             for conf, cls in zip(det[:, 4].tolist(), det[:, 5].tolist(), strict=False):
                 writer.writerow(dict(zip(CSV_COLUMNS, (name, result.names[int(cls)], f"{conf:.2f}"), strict=False)))
+
+    def close(self) -> None:
+        """Nothing to release (the file is closed after every frame)."""
+
+
+class ClassifyLabelWriter:
+    """Classification: write ``labels/<stem>.txt`` with the top-5 ``probability name`` lines (upstream's format)."""
+
+    def __init__(self, save_dir: Path):
+        self.folder = Path(save_dir) / "labels"
+
+    def write(self, result: FrameResult) -> None:
+        """Write (video frames: append) the frame's top-5 lines, atomically."""
+        values, indices = result.probs.float().topk(min(5, len(result.probs)))
+        lines = "".join(f"{v:.2f} {result.names.get(int(j), j)}\n" for v, j in zip(values.tolist(), indices.tolist(),
+                                                                                  strict=True))
+        file = self.folder / f"{result.stem}.txt"
+        old = file.read_text(encoding="utf-8") if file.exists() and result.mode != "image" else ""
+        atomic_write_bytes(file, (old + lines).encode("utf-8"))
+
+    def close(self) -> None:
+        """Nothing to release (every write is complete)."""
+
+
+class ClassifyCsvWriter:
+    """Classification: append ``Image Name, Prediction, Confidence`` rows (the top-1 class) to ``predictions.csv``."""
+
+    def __init__(self, save_dir: Path):
+        self.path = Path(save_dir) / "predictions.csv"
+
+    def write(self, result: FrameResult) -> None:
+        """Append the frame's top-1 class and its probability (two decimals)."""
+        conf, cls = result.probs.float().max(0)
+        new_file = not self.path.exists()
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(dict(zip(CSV_COLUMNS, (Path(result.path).name, result.names.get(int(cls), int(cls)),
+                                                   f"{float(conf):.2f}"), strict=True)))
 
     def close(self) -> None:
         """Nothing to release (the file is closed after every frame)."""

@@ -346,13 +346,29 @@ class SegmentationModel(DetectionModel):
 
 
 class ClassificationModel(BaseModel):
-    """Backbone of a detection model (layers before ``cutoff``) with a ``Classify`` head replacing the last layer."""
+    """An image classifier made of a detection architecture's first layers plus a classification head.
 
-    def __init__(self, cfg: Any = None, model: Optional[DetectionModel] = None, nc: int = 1000, cutoff: int = 10):
+    Args:
+        cfg: a detection YAML (path, bare name or dict): its first ``cutoff`` rows (default: the ``backbone:``
+            section) plus a ``Classify`` head (:func:`models.classifier.classifier_yaml`), so the layer names and
+            shapes are the detector backbone's.
+        model: a built ``DetectionModel`` instead (upstream's behaviour): layers ``[:cutoff]`` are kept and the last
+            of them is replaced by ``Classify``.
+        nc: number of classes. cutoff: see above (``None`` with ``model`` means upstream's 10).
+
+    Attributes (pickled): ``model``, ``stride``, ``save``, ``nc``; ``yaml`` for YAML-built models; training adds
+    ``names`` (class names, a list) and ``transforms`` (the inference transform).
+    """
+
+    def __init__(self, cfg: Any = None, model: Optional[DetectionModel] = None, nc: int = 1000,
+                 cutoff: Optional[int] = None):
         super().__init__()
-        if model is None:
-            raise NotImplementedError("ClassificationModel from a YAML is not supported; pass model=DetectionModel")
-        self._from_detection_model(model, nc, cutoff)
+        if model is not None:
+            self._from_detection_model(model, nc, 10 if cutoff is None else cutoff)
+        elif cfg is not None:
+            self._from_yaml(cfg, nc, cutoff)
+        else:
+            raise ValueError("ClassificationModel needs a detection YAML (cfg=...) or a DetectionModel (model=...)")
 
     def _from_detection_model(self, model: nn.Module, nc: int = 1000, cutoff: int = 10) -> None:
         while not isinstance(getattr(model, "model", None), nn.Sequential) and hasattr(model, "model"):
@@ -367,6 +383,36 @@ class ClassificationModel(BaseModel):
         self.stride = model.stride
         self.save = []
         self.nc = nc
+
+    def _from_yaml(self, cfg: Any, nc: int, cutoff: Optional[int]) -> None:
+        from models.classifier import classifier_yaml
+
+        detection = deepcopy(cfg) if isinstance(cfg, dict) else yaml_load(check_yaml(cfg))
+        if not isinstance(cfg, dict):
+            self.yaml_file = Path(cfg).name
+        self.yaml = classifier_yaml(detection, nc, cutoff)
+        built = build_model(deepcopy(self.yaml), ch=[self.yaml.get("ch", 3)],
+                            yaml_file=str(cfg) if not isinstance(cfg, dict) else "<dict>")
+        self.model, self.save, self.nc = built.model, built.save, nc
+        self.names = [str(i) for i in range(nc)]
+        initialize_weights(self)
+        self.stride = self._backbone_stride()
+        self.info(img_size=224)
+
+    @torch.no_grad()
+    def _backbone_stride(self, size: int = 256) -> torch.Tensor:
+        """Return the total downsampling of the kept layers (a 256 px dry run of all but the head)."""
+        x, outputs = torch.zeros(1, self.yaml.get("ch", 3), size, size), []
+        training = self.training
+        self.eval()
+        for m in self.model[:-1]:
+            if m.f != -1:
+                x = outputs[m.f] if isinstance(m.f, int) else [x if j == -1 else outputs[j] for j in m.f]
+            x = m(x)
+            outputs.append(x)
+        self.train(training)
+        maps = [t for t in (x if isinstance(x, list) else [x]) if isinstance(t, torch.Tensor)]
+        return torch.tensor([float(size / min(t.shape[-2] for t in maps))])
 
 
 def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:

@@ -1,8 +1,9 @@
 """The import graph of the project's modules: no cycles, and no arrow pointing up the layers.
 
 Layers, bottom to top: ``utils`` -> ``models`` -> ``extensions`` -> ``engine`` -> entry scripts (``train.py``,
-``val.py``, ``detect.py``, ``track.py``, ``export.py``, ``hubconf.py``, ``extensions/pretrain.py``). A module may
-import its own layer and the layers below it. Every import statement counts, also inside functions, as does
+``val.py``, ``detect.py``, ``track.py``, ``export.py``, ``hubconf.py``, ``extensions/pretrain.py``,
+``classify/train.py``, ``classify/val.py``, ``classify/predict.py``). A module may import its own layer and the
+layers below it. Every import statement counts, also inside functions, as does
 ``importlib.import_module("literal")``; only the ``if __name__ == "__main__":`` block of a module (its command line)
 is entry-script code and exempt. Lazy re-exports through a module ``__getattr__`` that name modules by variable
 are not seen here.
@@ -17,7 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIPPED_DIRS = {"tests", "benchmarks", "docs", "data"}
-ENTRY_SCRIPTS = {"train", "val", "detect", "track", "export", "hubconf", "extensions.pretrain"}
+ENTRY_SCRIPTS = {"train", "val", "detect", "track", "export", "hubconf", "extensions.pretrain", "classify",
+                 "classify.train", "classify.val", "classify.predict"}
 LAYERS = {"utils": 0, "models": 1, "extensions": 2, "engine": 3}
 ENTRY_LAYER = 4
 
@@ -169,6 +171,7 @@ def test_the_checker_sees_function_level_imports_and_cycles():
     assert cycles({"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}) == [["a", "b", "c"]]
     assert layer("utils.data.loaders") < layer("models.yolo") < layer("extensions.yolov3") < layer("engine.trainer")
     assert layer("extensions.pretrain") == layer("train") == ENTRY_LAYER
+    assert layer("classify.train") == layer("classify.val") == layer("classify.predict") == ENTRY_LAYER
 
 
 def test_relative_imports_resolve():

@@ -50,6 +50,12 @@ _PLUMBING = (collections.OrderedDict, set, pathlib.Path, pathlib.PosixPath, path
              pathlib.PurePosixPath, pathlib.PureWindowsPath, argparse.Namespace, np.ndarray, np.dtype)
 
 TRUSTED_PACKAGES: list[str] = ["models", "extensions"]  # project packages a checkpoint's modules may be imported from
+# Classification checkpoints also pickle their inference transform (``model.transforms``): upstream's classes in
+# ``utils.augmentations`` (this project's, registered when that module is imported) and torchvision's
+# ``Compose``/``Normalize``. A classifier trained from a torchvision model pickles torchvision model/op classes.
+TRUSTED_MODULES: tuple[str, ...] = ("utils.augmentations",)
+TORCHVISION_TRANSFORMS = ("Compose", "Normalize", "Resize", "CenterCrop", "ToTensor", "ConvertImageDtype")
+TORCHVISION_MODULE_PREFIXES = ("torchvision.models.", "torchvision.ops.")
 
 _extra_safe: list[Any] = []
 _model_classes: dict[type, None] = {}  # insertion-ordered set
@@ -162,6 +168,7 @@ def torch_safe_load(file: PathLike, map_location: Any = "cpu") -> Any:
         raise FileNotFoundError(f"Weights file not found: {file}")
     referenced = _referenced_globals(file)
     import_trusted_modules(referenced or [])
+    allow_torchvision_globals(referenced or [])
     allowed = safe_globals()
     try:
         with torch.serialization.safe_globals(_only_referenced(allowed, referenced)):
@@ -214,6 +221,9 @@ def import_trusted_modules(names: Iterable[str]) -> None:
     """
     for name in names:
         parts = name.split(".")
+        if name.rpartition(".")[0] in TRUSTED_MODULES:
+            importlib.import_module(name.rpartition(".")[0])
+            continue
         if parts[0] not in TRUSTED_PACKAGES or not all(part.isidentifier() for part in parts):
             continue
         for end in range(len(parts) - 1, 0, -1):
@@ -225,6 +235,23 @@ def import_trusted_modules(names: Iterable[str]) -> None:
                 break
             except ImportError:
                 continue
+
+
+def allow_torchvision_globals(names: Iterable[str]) -> None:
+    """Allow the torchvision classes among the ``'module.Name'`` globals ``names`` that a classifier may pickle:
+    the transforms of :data:`TORCHVISION_TRANSFORMS` and ``nn.Module`` subclasses of torchvision's model and op
+    modules. Nothing else from torchvision (and no function) is allowed."""
+    for name in names:
+        module_name, _, attr = name.rpartition(".")
+        is_transform = module_name == "torchvision.transforms.transforms" and attr in TORCHVISION_TRANSFORMS
+        if not (is_transform or name.startswith(TORCHVISION_MODULE_PREFIXES)):
+            continue
+        try:
+            value = getattr(importlib.import_module(module_name), attr, None)
+        except ImportError:
+            continue
+        if isinstance(value, type) and (is_transform or issubclass(value, nn.Module)):
+            register_safe_globals(value)
 
 
 def _offending_globals(file: Path, allowed: Iterable[Any]) -> list[str]:

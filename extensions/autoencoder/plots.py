@@ -11,7 +11,7 @@ import torch
 
 from utils.files import atomic_write_bytes
 from utils.plotting.annotate import write_image_atomic
-from utils.plotting.results import format_csv_header, format_csv_row, read_csv_table
+from utils.plotting.results import append_results_row, format_csv_header, format_csv_row, read_csv_table
 
 RESULTS_KEYS = ("train/loss", "val/loss", "x/lr0")  # results.csv columns after "epoch"
 GRID_ROWS = 4
@@ -20,9 +20,7 @@ PathLike = Union[str, Path]
 
 def append_results(csv: PathLike, epoch: int, values: Sequence[float]) -> None:
     """Append one ``epoch`` row of :data:`RESULTS_KEYS` values to ``csv`` (header written first), atomically."""
-    csv = Path(csv)
-    text = csv.read_text() if csv.is_file() else format_csv_header(("epoch", *RESULTS_KEYS)) + "\n"
-    atomic_write_bytes(csv, (text + format_csv_row([epoch, *values]) + "\n").encode())
+    append_results_row(csv, RESULTS_KEYS, epoch, values)
 
 
 def truncate_results(csv: PathLike, epoch: int) -> None:

@@ -31,12 +31,14 @@ FACADES = {
         "wh_iou",
     },
     "utils.dataloaders": {
-        "IMG_FORMATS", "VID_FORMATS", "InfiniteDataLoader", "LoadImages", "LoadImagesAndLabels", "LoadScreenshots",
-        "LoadStreams", "SmartDistributedSampler", "create_dataloader", "exif_size", "img2label_paths", "letterbox",
+        "IMG_FORMATS", "VID_FORMATS", "ClassificationDataset", "InfiniteDataLoader", "LoadImages",
+        "LoadImagesAndLabels", "LoadScreenshots", "LoadStreams", "SmartDistributedSampler",
+        "create_classification_dataloader", "create_dataloader", "exif_size", "img2label_paths", "letterbox",
         "seed_worker", "torch_distributed_zero_first", "verify_image_label",
     },
     "utils.augmentations": {
-        "IMAGENET_MEAN", "IMAGENET_STD", "Albumentations", "augment_hsv", "bbox_ioa", "box_candidates", "copy_paste",
+        "IMAGENET_MEAN", "IMAGENET_STD", "Albumentations", "CenterCrop", "LetterBox", "ToTensor", "augment_hsv",
+        "bbox_ioa", "box_candidates", "classify_albumentations", "classify_transforms", "copy_paste",
         "hist_equalize", "letterbox", "mixup", "random_perspective", "resample_segments", "segment2box",
     },
     "utils.plots": {

@@ -312,3 +312,23 @@ def test_model_classes_are_registered_with_their_aliases():
     aliases = {entry[1] for entry in safe_globals() if isinstance(entry, tuple)}
     assert {"models.yolo.Model", "models.experimental.GhostConv"} <= aliases
 
+
+
+def test_classifier_transforms_and_torchvision_modules_load_but_torchvision_functions_do_not(tmp_path):
+    import torchvision
+    import torchvision.transforms as T
+
+    from utils.data.classify_augment import classify_transforms
+
+    good = tmp_path / "cls.pt"
+    torch.save({"model": torchvision.models.resnet18(num_classes=3), "transforms": classify_transforms(32)}, good)
+    loaded = torch_safe_load(good)
+    assert type(loaded["model"]).__name__ == "ResNet" and type(loaded["transforms"]).__name__ == "Compose"
+    lambda_transform = tmp_path / "lambda.pt"
+    torch.save({"transforms": T.Compose([T.Lambda(torchvision.ops.box_iou)])}, lambda_transform)
+    with pytest.raises(UnsafeCheckpointError, match=r"Lambda|box_iou"):
+        torch_safe_load(lambda_transform)
+    function = tmp_path / "function.pt"
+    torch.save({"f": torchvision.ops.boxes.box_iou}, function)
+    with pytest.raises(UnsafeCheckpointError, match=r"torchvision\.ops\.boxes\.box_iou"):
+        torch_safe_load(function)

@@ -16,10 +16,7 @@ use: built in a temporary folder and renamed into place, with a version marker s
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import Callable
@@ -27,11 +24,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from utils.data.builtin_cls import ensure_shapes_cls_dataset
+from utils.data.generated import MARKER_FILE, build_atomically, ensure_generated, read_marker  # noqa: F401 (re-export)
 from utils.data.shapes import SHAPE_NAMES, draw_background, draw_distractors, draw_shape, shape_polygons
-from utils.logging import LOGGER
 
 GENERATOR_VERSION = 1
-MARKER_FILE = ".builtin-dataset.json"
 SPLIT_SIZES = {"train": 400, "val": 100}
 SPLIT_SEEDS = {"train": 0, "val": 1}
 
@@ -158,64 +155,21 @@ def _write_split(folder: Path, split: str, size: int, seed: int, writer: Callabl
         pool.map(lambda index: writer(image_dir, label_dir, split, index, seed), range(size), chunksize=8)
 
 
-def build_atomically(root: Path, write_into: Callable[[Path], None], is_current: Callable[[Path], bool]) -> Path:
-    """Write a generated dataset into a temporary sibling of ``root`` with ``write_into`` and rename it to ``root``.
-
-    If another process finishes first, its copy is kept (when ``is_current`` accepts it) and this one is discarded.
-    """
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{root.name}-building-", dir=root.parent))
-    try:
-        write_into(temp)
-        try:
-            os.rename(temp, root)
-        except OSError:
-            if not is_current(root):
-                raise
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    return root
-
-
-def make_room(root: Path, generated: bool, what: str) -> None:
-    """Prepare ``root`` for a fresh copy: remove an empty or outdated generated folder, refuse anything else.
-
-    Raises:
-        FileExistsError: ``root`` exists, is not empty and was not ``generated`` (user data is never touched).
-    """
-    if root.exists() and not generated and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists but was not created by the built-in {what} generator; "
-                              f"move it away or set YOLOv5_DATASETS_DIR to another folder")
-    if root.exists():
-        stale = root.with_name(f".{root.name}-stale-{os.getpid()}")
-        os.rename(root, stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def generate_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES, name: str = "shapes") -> Path:
     """Generate the dataset ``name`` (``shapes``: boxes, ``shapes-seg``: polygons) into ``root`` atomically (temp
     folder + rename); returns ``root``. If another process finishes first, its copy is kept and this one discarded.
     """
     writer = WRITERS[name]
 
-    def write_into(temp: Path) -> None:
+    def write(temp: Path) -> None:
         for split, size in sizes.items():
             _write_split(temp, split, size, SPLIT_SEEDS.get(split, 2), writer)
-        (temp / MARKER_FILE).write_text(json.dumps(_marker(name, sizes)), encoding="utf-8")
 
-    return build_atomically(root, write_into, lambda path: _is_current(path, sizes, name))
-
-
-def _read_marker(root: Path) -> dict | None:
-    try:
-        return json.loads((root / MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return build_atomically(root, _marker(name, sizes), write)
 
 
 def _is_current(root: Path, sizes: dict[str, int], name: str = "shapes") -> bool:
-    marker = _read_marker(root)
+    marker = read_marker(root)
     return (marker is not None and marker.get("version") == GENERATOR_VERSION and marker.get("splits") == sizes
             and marker.get("dataset", "shapes") == name)
 
@@ -228,12 +182,9 @@ def ensure_shapes_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES, name:
     Raises:
         FileExistsError: ``root`` exists, is not empty and was not made by the generator.
     """
-    root = Path(root)
-    if _is_current(root, sizes, name):
-        return root
-    make_room(root, generated=_read_marker(root) is not None, what="dataset")
-    LOGGER.info(f"Generating the built-in '{name}' dataset in {root} ({sum(sizes.values())} images)...")
-    return generate_shapes_dataset(root, sizes, name)
+    return ensure_generated(root, _is_current(Path(root), sizes, name),
+                            lambda: generate_shapes_dataset(root, sizes, name),
+                            f"'{name}' dataset ({sum(sizes.values())} images)")
 
 
 def ensure_shapes_seg_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES) -> Path:
@@ -242,7 +193,8 @@ def ensure_shapes_seg_dataset(root: Path, sizes: dict[str, int] = SPLIT_SIZES) -
 
 
 WRITERS: dict[str, Callable] = {"shapes": _write_sample, "shapes-seg": _write_segment_sample}
-BUILTIN_DATASETS = {"shapes": ensure_shapes_dataset, "shapes-seg": ensure_shapes_seg_dataset}
+BUILTIN_DATASETS = {"shapes": ensure_shapes_dataset, "shapes-seg": ensure_shapes_seg_dataset,
+                    "shapes-cls": ensure_shapes_cls_dataset}
 
 
 def ensure_builtin_dataset(name: str, root: Path) -> Path:

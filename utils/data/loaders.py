@@ -66,7 +66,7 @@ def _keep_large_buffers_in_heap() -> None:
         pass
 
 
-def _init_worker(worker_id: int) -> None:
+def init_worker(worker_id: int) -> None:
     """Worker start-up: seed, stop OpenCV spawning threads inside each worker, keep large buffers in the heap."""
     seed_worker(worker_id)
     cv2.setNumThreads(0)
@@ -135,7 +135,8 @@ class SmartDistributedSampler(Sampler):
         return iter(order[:self.num_samples])
 
 
-def _num_workers(batch_size: int, workers: int) -> int:
+def loader_workers(batch_size: int, workers: int) -> int:
+    """Return the loader's worker count: min(CPUs per CUDA device, batch size (0 for batch 1), ``workers``)."""
     devices = torch.cuda.device_count()
     return min((os.cpu_count() or 1) // max(devices, 1), batch_size if batch_size > 1 else 0, workers)
 
@@ -169,7 +170,7 @@ def build_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool,
     """The loader of :func:`create_dataloader` for a built dataset: ``InfiniteDataLoader`` (a plain ``DataLoader``
     with image weights), a ``SmartDistributedSampler`` under DDP, seeded workers and generator."""
     batch_size = min(batch_size, len(dataset))
-    num_workers = _num_workers(batch_size, workers)
+    num_workers = loader_workers(batch_size, workers)
     sampler = None if rank == -1 else SmartDistributedSampler(dataset, shuffle=shuffle, seed=seed)
     loader_class = DataLoader if image_weights else InfiniteDataLoader
     generator = torch.Generator()
@@ -177,4 +178,4 @@ def build_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool,
     pin_memory = os.getenv("PIN_MEMORY", "True").lower() == "true" and torch.cuda.is_available()
     return loader_class(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                         num_workers=num_workers, sampler=sampler, drop_last=drop_last, pin_memory=pin_memory,
-                        collate_fn=collate_fn, worker_init_fn=_init_worker, generator=generator)
+                        collate_fn=collate_fn, worker_init_fn=init_worker, generator=generator)

@@ -364,13 +364,17 @@ def classify_source(source: str) -> SourceKind:
 
 
 def open_source(source: SourceType, img_size: Union[int, Sequence[int]] = 640, stride: int = 32, auto: bool = True,
-                vid_stride: int = 1) -> LoadImages | LoadStreams | LoadScreenshots:
-    """Return the loader for ``source``: streams/cameras, the screen, or files (also a list of paths)."""
+                vid_stride: int = 1, transforms: Callable | None = None) -> LoadImages | LoadStreams | LoadScreenshots:
+    """Return the loader for ``source``: streams/cameras, the screen, or files (also a list of paths).
+
+    ``transforms`` (HWC BGR frame -> network input, e.g. a classification centre crop) replaces the letterbox.
+    """
+    common = dict(img_size=img_size, stride=stride, auto=auto, transforms=transforms)
     if isinstance(source, (list, tuple)):
-        return LoadImages(source, img_size=img_size, stride=stride, auto=auto, vid_stride=vid_stride)
+        return LoadImages(source, vid_stride=vid_stride, **common)
     kind = classify_source(str(source))
     if kind.webcam:
-        return LoadStreams(str(source), img_size=img_size, stride=stride, auto=auto, vid_stride=vid_stride)
+        return LoadStreams(str(source), vid_stride=vid_stride, **common)
     if kind.screenshot:
-        return LoadScreenshots(str(source), img_size=img_size, stride=stride, auto=auto)
-    return LoadImages(source, img_size=img_size, stride=stride, auto=auto, vid_stride=vid_stride)
+        return LoadScreenshots(str(source), **common)
+    return LoadImages(source, vid_stride=vid_stride, **common)

@@ -22,16 +22,14 @@ dataset of :mod:`utils.data.builtin`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from utils.data.builtin import MARKER_FILE, build_atomically, make_room
+from utils.data.generated import MARKER_FILE, build_atomically, ensure_generated, read_marker  # noqa: F401 (re-export)
 from utils.data.shapes import SHAPE_NAMES, draw_background, draw_distractors, draw_shape, random_colour, shape_polygons
-from utils.logging import LOGGER
 from utils.tracking.mot import seqinfo_text
 
 __all__ = ["SequenceSpec", "MovingShape", "ensure_track_sequence", "generate_track_sequence", "plan_objects",
@@ -228,7 +226,7 @@ def generate_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec()) -> 
     """
     name = Path(root).name
 
-    def write_into(temp: Path) -> None:
+    def write(temp: Path) -> None:
         (temp / "img1").mkdir()
         (temp / "gt").mkdir()
         video = cv2.VideoWriter(str(temp / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), spec.frame_rate,
@@ -242,9 +240,8 @@ def generate_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec()) -> 
         _write_gt(temp / "gt" / "gt.txt", np.concatenate(all_rows, 0))
         (temp / "seqinfo.ini").write_text(seqinfo_text(name, spec.frames, spec.width, spec.height, spec.frame_rate),
                                           encoding="utf-8")
-        (temp / MARKER_FILE).write_text(json.dumps(_marker(spec)), encoding="utf-8")
 
-    return build_atomically(Path(root), write_into, lambda path: _is_current(path, spec))
+    return build_atomically(Path(root), _marker(spec), write)
 
 
 def _marker(spec: SequenceSpec) -> dict:
@@ -252,10 +249,7 @@ def _marker(spec: SequenceSpec) -> dict:
 
 
 def _is_current(root: Path, spec: SequenceSpec) -> bool:
-    try:
-        return json.loads((root / MARKER_FILE).read_text(encoding="utf-8")) == _marker(spec)
-    except (OSError, ValueError):
-        return False
+    return read_marker(root) == _marker(spec)
 
 
 def ensure_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec()) -> Path:
@@ -264,9 +258,5 @@ def ensure_track_sequence(root: Path, spec: SequenceSpec = SequenceSpec()) -> Pa
     Raises:
         FileExistsError: ``root`` exists, is not empty and was not made by this generator (it is never touched).
     """
-    root = Path(root)
-    if _is_current(root, spec):
-        return root
-    make_room(root, generated=(root / MARKER_FILE).is_file(), what="tracking sequence")
-    LOGGER.info(f"Generating the built-in tracking sequence '{SEQUENCE_NAME}' in {root} ({spec.frames} frames)...")
-    return generate_track_sequence(root, spec)
+    return ensure_generated(root, _is_current(Path(root), spec), lambda: generate_track_sequence(root, spec),
+                            f"tracking sequence '{SEQUENCE_NAME}' ({spec.frames} frames)", what="tracking sequence")

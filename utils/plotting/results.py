@@ -65,16 +65,18 @@ def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "",  # 
                  panels: Sequence[str] | None = None) -> Path:
     """Plot ``results.csv`` (``file``, or ``dir/results.csv``) as ``results.png`` beside it; returns the png path.
 
-    Each panel shows one column (``panels``: names, 2 rows; default: the 16 segmentation panels when the file has
-    a ``train/seg_loss`` column, else the 10 detection panels) against the epoch, with a smoothed trend line.
+    Each panel shows one column (``panels``: names; default: the 16 segmentation panels when the file has a
+    ``train/seg_loss`` column, else the 10 detection panels) against the epoch, with a smoothed dotted trend line.
+    More than 5 panels are laid out in 2 rows, fewer in one.
     """
     csv = Path(dir) / "results.csv" if dir else Path(file)
     header, values = read_csv_table(csv)
     if panels is None:
         panels = SEGMENT_PANELS if "train/seg_loss" in header else RESULTS_PANELS
-    columns = -(-len(panels) // 2)
-    figure = _new_figure(2.4 * columns, 6)
-    axes = figure.subplots(2, columns).ravel()
+    rows = 2 if len(panels) > 5 else 1
+    columns = -(-len(panels) // rows)
+    figure = _new_figure(2.4 * columns, 3 * rows)
+    axes = np.atleast_1d(figure.subplots(rows, columns)).ravel()
     epochs = values[:, 0] if values.size else np.zeros(0)
     for ax, name in zip(axes, panels, strict=False):
         if name in header and values.size:
@@ -82,7 +84,7 @@ def plot_results(file: PathLike = "path/to/results.csv", dir: PathLike = "",  # 
             ax.plot(epochs, y, marker=".", label=csv.parent.name, linewidth=2, markersize=8)
             ax.plot(epochs, _smooth(y), ":", label="smooth", linewidth=2)
         ax.set_title(name, fontsize=12)
-    axes[1].legend()
+    axes[min(1, len(axes) - 1)].legend()
     out = csv.with_name("results.png")
     _save_figure(figure, out)
     LOGGER.debug(f"Saved {out}")
@@ -118,6 +120,19 @@ def plot_evolve(evolve_csv: PathLike = "path/to/evolve.csv", result_columns: int
     _save_figure(figure, out)
     LOGGER.info(f"Saved {out}")
     return out
+
+
+def append_results_row(csv: PathLike, keys: Sequence[str], epoch: int, values: Sequence[float]) -> None:
+    """Append one ``epoch`` row of ``values`` (in ``keys`` order) to ``csv``, writing the header first; atomic.
+
+    Raises:
+        ValueError: ``values`` and ``keys`` differ in length.
+    """
+    if len(values) != len(keys):
+        raise ValueError(f"{csv}: {len(keys)} columns expected, got {len(values)} values")
+    csv = Path(csv)
+    text = csv.read_text() if csv.is_file() else format_csv_header(("epoch", *keys)) + "\n"
+    atomic_write_bytes(csv, (text + format_csv_row([epoch, *[float(v) for v in values]]) + "\n").encode())
 
 
 def format_csv_row(values: Sequence[float]) -> str:

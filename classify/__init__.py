@@ -1,0 +1,1 @@
+"""Classification entry scripts (upstream's ``classify/``): ``train.py``, ``val.py``, ``predict.py``."""
