@@ -96,7 +96,9 @@ def _add_run_flags(p: argparse.ArgumentParser, defaults: TrainOptions = DEFAULTS
     p.add_argument("--fp32", action="store_true", help="train in plain fp32 with NCHW tensors (no CPU bf16 or "
                    "channels_last, no CUDA AMP); the environment variable YOLOV5_FP32=1 does the same")
     p.add_argument("--backbone-weights", type=str, default="",
-                   help="file whose backbone tensors replace the model's (applied after --weights)")
+                   help="file whose backbone tensors replace the model's (applied after --weights); default on the "
+                   "built-in shapes dataset without --weights/--cfg: data/pretrained/yolov5n-shapes-cls.pt; "
+                   "'none' for no transfer")
     p.add_argument("--save-period", type=int, default=-1,
                    help="also keep epoch{N}.pt every this many epochs (off below 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random generator the run uses")

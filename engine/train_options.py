@@ -31,6 +31,11 @@ UPSTREAM_DEFAULTS = {"hyp": str(DEFAULT_HYP), "optimizer": "SGD", "epochs": 100}
 # A built-in dataset (``builtin:`` in its YAML) trains with data/hyps/hyp.<builtin>.yaml and this preset unless the
 # user passes --hyp / --optimizer / --epochs: yolov5n from scratch then learns visibly within minutes on a CPU.
 BUILTIN_PRESET = {"optimizer": "Adam", "epochs": 20}
+# The default architecture on a built-in dataset starts from a shipped classification-pretrained backbone (made by
+# the command in the file's ``.json`` provenance record) unless the user passes --backbone-weights (``none``: from
+# scratch). Keys: (builtin dataset name, default cfg).
+BUILTIN_BACKBONES = {("shapes", "yolov5n.yaml"): ROOT / "data" / "pretrained" / "yolov5n-shapes-cls.pt"}
+NO_BACKBONE = "none"  # --backbone-weights none: no backbone transfer, not even the built-in preset's
 
 
 class TrainError(RuntimeError):
@@ -291,10 +296,37 @@ def apply_dataset_defaults(options: TrainOptions) -> TrainOptions:
     return opt
 
 
+def backbone_provenance(path: Path) -> dict:
+    """Return the provenance record (``<weights>.json``: command, epochs, top-1, minutes, date) of a shipped
+    backbone file, or {} when there is none."""
+    try:
+        return yaml_load(Path(path).with_suffix(".json"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+
+
+def preset_backbone(opt: TrainOptions) -> str:
+    """Return the ``backbone_weights`` of a run of the default cfg: the user's value, or the built-in dataset's
+    shipped classification-pretrained backbone (:data:`BUILTIN_BACKBONES`, logged with its provenance), else ''."""
+    if opt.backbone_weights:
+        return str(opt.backbone_weights)
+    path = BUILTIN_BACKBONES.get((builtin_dataset_name(opt.data), Path(opt.default_cfg).name))
+    if path is None or not path.is_file():
+        return ""
+    record = backbone_provenance(path)
+    made = (f" (made by '{record['command']}': {record['epochs']} epochs, top-1 {record['top1']:.3f}, "
+            f"{record['minutes']:.0f} min on {record['machine']})") if {"command", "epochs", "top1", "minutes",
+                                                                         "machine"} <= set(record) else ""
+    LOGGER.info(f"{colorstr('built-in dataset:')} preset --backbone-weights {path.relative_to(ROOT)}{made}; "
+                f"pass --backbone-weights {NO_BACKBONE} to train from scratch")
+    return str(path)
+
+
 def prepare_new_run(options: TrainOptions) -> TrainOptions:
     """Check the files of a new run (data, cfg, hyp, weights) and choose its ``save_dir``; returns new options.
 
-    With neither ``weights`` nor ``cfg`` the run trains :data:`DEFAULT_CFG` from scratch. ``--evolve`` moves the
+    With neither ``weights`` nor ``cfg`` the run trains :data:`DEFAULT_CFG`, on a built-in dataset from its preset
+    backbone (:func:`preset_backbone`; ``--backbone-weights none`` for none). ``--evolve`` moves the
     default project to ``runs/evolve`` and turns ``--resume`` into "continue in the same folder" (upstream).
     """
     opt = dataclasses.replace(options, freeze=list(options.freeze))
@@ -306,8 +338,12 @@ def prepare_new_run(options: TrainOptions) -> TrainOptions:
     opt.weights = resolve_weights(opt.weights)
     opt.project = str(opt.project)
     if not opt.cfg and not opt.weights:
-        LOGGER.info(f"No --weights or --cfg given: training {opt.default_cfg} from scratch")
+        opt.backbone_weights = preset_backbone(opt)
+        start = f"from the backbone {Path(opt.backbone_weights).name}" if opt.backbone_weights else "from scratch"
+        LOGGER.info(f"No --weights or --cfg given: training {opt.default_cfg} {start}")
         opt.cfg = opt.default_cfg
+    if str(opt.backbone_weights).lower() == NO_BACKBONE:
+        opt.backbone_weights = ""
     opt.cfg = check_yaml(opt.cfg) if opt.cfg else ""
     if opt.evolve:
         if Path(opt.project).resolve() == opt.default_project.resolve():

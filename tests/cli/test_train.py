@@ -64,7 +64,7 @@ def test_parse_opt_accepts_every_upstream_flag(tmp_path):
     assert sorted(vars(opt)) == sorted([k for k in UPSTREAM_OPT_KEYS if k != "save_dir"] + EXTRA_OPT_KEYS)
 
 
-def test_defaults_train_yolov5n_from_scratch_on_builtin_data():
+def test_defaults_train_yolov5n_from_the_shipped_backbone_on_builtin_data():
     from engine.train_options import apply_dataset_defaults, prepare_new_run
 
     opt = train.build_parser().parse_args([])
@@ -73,6 +73,7 @@ def test_defaults_train_yolov5n_from_scratch_on_builtin_data():
     options = prepare_new_run(TrainOptions.from_namespace(opt))
     assert (Path(options.cfg).name, Path(options.hyp).name, options.optimizer, options.epochs) == (
         "yolov5n.yaml", "hyp.shapes.yaml", "Adam", 20)
+    assert Path(options.backbone_weights).relative_to(ROOT).as_posix() == "data/pretrained/yolov5n-shapes-cls.pt"
     explicit = apply_dataset_defaults(TrainOptions(data=opt.data, optimizer="SGD", epochs=3))
     assert (Path(explicit.hyp).name, explicit.optimizer, explicit.epochs) == ("hyp.shapes.yaml", "SGD", 3)
 

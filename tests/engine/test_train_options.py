@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from engine.train_options import (
+    BUILTIN_BACKBONES,
     DEFAULT_CFG,
     NothingToResumeError,
     TrainOptions,
+    backbone_provenance,
     explicit_overrides,
     get_latest_run,
     load_hyp,
@@ -108,3 +110,34 @@ def test_explicit_overrides_only_reports_changed_overridable_options():
     assert explicit_overrides(TrainOptions()) == {}
     assert explicit_overrides(TrainOptions(epochs=5, device="cpu", imgsz=64)) == {"epochs": 5, "device": "cpu"}
     assert explicit_overrides(TrainOptions(), given={"workers"}) == {"workers": 8}
+
+
+SHAPES = Path(__file__).resolve().parents[2] / "data" / "shapes.yaml"
+
+
+def test_default_cfg_on_builtin_data_starts_from_the_shipped_backbone(tmp_path):
+    shipped = BUILTIN_BACKBONES[("shapes", DEFAULT_CFG)]
+    assert prepare_new_run(TrainOptions(data=str(SHAPES), project=str(tmp_path))).backbone_weights == str(shipped)
+    mine = tmp_path / "mine.pt"
+    assert prepare_new_run(TrainOptions(data=str(SHAPES), project=str(tmp_path),
+                                        backbone_weights=str(mine))).backbone_weights == str(mine)
+    for value in ("none", "None"):
+        assert prepare_new_run(TrainOptions(data=str(SHAPES), project=str(tmp_path),
+                                            backbone_weights=value)).backbone_weights == ""
+    assert prepare_new_run(TrainOptions(data=str(SHAPES), project=str(tmp_path),
+                                        cfg="yolov5s.yaml")).backbone_weights == ""
+
+
+def test_shipped_backbone_matches_its_provenance_record():
+    from utils.checkpoint import torch_safe_load
+
+    path = BUILTIN_BACKBONES[("shapes", DEFAULT_CFG)]
+    record = backbone_provenance(path)
+    checkpoint = torch_safe_load(path)
+    opt = checkpoint["opt"]
+    assert record["command"] == "python classify/train.py --epochs " + str(record["epochs"])
+    assert (checkpoint["epoch"] + 1, opt["epochs"], opt["imgsz"], opt["batch_size"], opt["model"]) == (
+        record["epochs"], record["epochs"], record["imgsz"], record["batch_size"], record["model"])
+    assert checkpoint["best_fitness"] == pytest.approx(record["top1"], abs=1e-4)
+    assert checkpoint["git"]["commit"] == record["git_commit"]
+    assert backbone_provenance(path.with_name("absent.pt")) == {}
