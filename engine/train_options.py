@@ -31,6 +31,7 @@ UPSTREAM_DEFAULTS = {"hyp": str(DEFAULT_HYP), "optimizer": "SGD", "epochs": 100}
 # A built-in dataset (``builtin:`` in its YAML) trains with data/hyps/hyp.<builtin>.yaml and this preset unless the
 # user passes --hyp / --optimizer / --epochs: yolov5n from scratch then learns visibly within minutes on a CPU.
 BUILTIN_PRESET = {"optimizer": "Adam", "epochs": 20}
+BUILTIN_WARM_EPOCHS = 10  # the preset's epochs for a run that starts from pretrained weights or backbone (the default)
 # The default architecture on a built-in dataset starts from a shipped classification-pretrained backbone (made by
 # the command in the file's ``.json`` provenance record) unless the user passes --backbone-weights (``none``: from
 # scratch). Keys: (builtin dataset name, default cfg).
@@ -277,8 +278,9 @@ def builtin_dataset_name(data: Any) -> str:
 def apply_dataset_defaults(options: TrainOptions) -> TrainOptions:
     """Fill unset ``hyp``/``optimizer``/``epochs``: upstream's defaults, or a built-in dataset's preset.
 
-    A built-in dataset uses ``data/hyps/hyp.<builtin>.yaml`` (when it exists) and :data:`BUILTIN_PRESET`, which
-    are logged; values the user set are never changed.
+    A built-in dataset uses ``data/hyps/hyp.<builtin>.yaml`` (when it exists) and :data:`BUILTIN_PRESET`
+    (:data:`BUILTIN_WARM_EPOCHS` epochs when the run starts from pretrained weights or a backbone), which are
+    logged; values the user set are never changed.
     """
     opt = dataclasses.replace(options)
     builtin = builtin_dataset_name(opt.data)
@@ -286,6 +288,8 @@ def apply_dataset_defaults(options: TrainOptions) -> TrainOptions:
     builtin_hyp = ROOT / "data" / "hyps" / f"hyp.{builtin}.yaml"
     if builtin and builtin_hyp.is_file():
         preset.update(BUILTIN_PRESET, hyp=str(builtin_hyp))
+        if opt.weights or (opt.backbone_weights and str(opt.backbone_weights).lower() != NO_BACKBONE):
+            preset["epochs"] = BUILTIN_WARM_EPOCHS
     chosen = {k: v for k, v in preset.items() if getattr(opt, k) in ("", None)}
     for key, value in chosen.items():
         setattr(opt, key, value)
@@ -332,13 +336,14 @@ def prepare_new_run(options: TrainOptions) -> TrainOptions:
     opt = dataclasses.replace(options, freeze=list(options.freeze))
     if isinstance(opt.data, (str, Path)):
         opt.data = check_file(opt.data)
+    if not opt.cfg and not opt.weights:
+        opt.backbone_weights = preset_backbone(opt)
     opt = apply_dataset_defaults(opt)
     if isinstance(opt.hyp, (str, Path)):
         opt.hyp = check_yaml(opt.hyp)
     opt.weights = resolve_weights(opt.weights)
     opt.project = str(opt.project)
     if not opt.cfg and not opt.weights:
-        opt.backbone_weights = preset_backbone(opt)
         start = f"from the backbone {Path(opt.backbone_weights).name}" if opt.backbone_weights else "from scratch"
         LOGGER.info(f"No --weights or --cfg given: training {opt.default_cfg} {start}")
         opt.cfg = opt.default_cfg
