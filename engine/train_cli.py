@@ -91,9 +91,9 @@ def _add_run_flags(p: argparse.ArgumentParser, defaults: TrainOptions = DEFAULTS
                    help="decay the learning rate along a cosine instead of a straight line")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="soften class targets by this epsilon")
     p.add_argument("--patience", type=int, default=100, help="stop after this many epochs without a better fitness")
-    p.add_argument("--freeze", nargs="+", type=int, default=[0],
+    p.add_argument("--freeze", nargs="+", type=int, default=None,
                    help="layers kept fixed: one N fixes layers 0..N-1 (10: the backbone), several values fix those "
-                   "indices")
+                   "indices (unset: 0, nothing; 10 for the built-in dataset's preset backbone)")
     p.add_argument("--fp32", action="store_true", help="train in plain fp32 with NCHW tensors (no CPU bf16 or "
                    "channels_last, no CUDA AMP); the environment variable YOLOV5_FP32=1 does the same")
     p.add_argument("--backbone-weights", type=str, default="",

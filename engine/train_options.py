@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import glob
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Union
 
@@ -31,7 +31,8 @@ UPSTREAM_DEFAULTS = {"hyp": str(DEFAULT_HYP), "optimizer": "SGD", "epochs": 100}
 # A built-in dataset (``builtin:`` in its YAML) trains with data/hyps/hyp.<builtin>.yaml and this preset unless the
 # user passes --hyp / --optimizer / --epochs: yolov5n from scratch then learns visibly within minutes on a CPU.
 BUILTIN_PRESET = {"optimizer": "Adam", "epochs": 20}
-BUILTIN_WARM_EPOCHS = 10  # the preset's epochs for a run that starts from pretrained weights or backbone (the default)
+BUILTIN_WARM_EPOCHS = 16  # the preset's epochs for a run that starts from pretrained weights or backbone (the default)
+BUILTIN_FROZEN_LAYERS = 10  # the preset backbone is frozen (--freeze 10) unless --freeze is given
 # The default architecture on a built-in dataset starts from a shipped classification-pretrained backbone (made by
 # the command in the file's ``.json`` provenance record) unless the user passes --backbone-weights (``none``: from
 # scratch). Keys: (builtin dataset name, default cfg).
@@ -89,7 +90,7 @@ class TrainOptions:
     cos_lr: bool = False
     label_smoothing: float = 0.0
     patience: int = 100
-    freeze: list = field(default_factory=lambda: [0])
+    freeze: list | None = None  # None: [0] (nothing), or the built-in preset's (see prepare_new_run)
     save_period: int = -1
     seed: int = 0
     local_rank: int = -1
@@ -124,8 +125,9 @@ class TrainOptions:
         if unknown:
             LOGGER.warning(f"WARNING ⚠️ {source}: ignoring option(s) this version does not use: {', '.join(unknown)}")
         options = cls(**{k: v for k, v in values.items() if k in known})
-        options.freeze = [int(x) for x in (options.freeze if isinstance(options.freeze, (list, tuple))
-                                           else [options.freeze])]
+        if options.freeze is not None:
+            options.freeze = [int(x) for x in (options.freeze if isinstance(options.freeze, (list, tuple))
+                                               else [options.freeze])]
         return options
 
     @classmethod
@@ -330,14 +332,20 @@ def prepare_new_run(options: TrainOptions) -> TrainOptions:
     """Check the files of a new run (data, cfg, hyp, weights) and choose its ``save_dir``; returns new options.
 
     With neither ``weights`` nor ``cfg`` the run trains :data:`DEFAULT_CFG`, on a built-in dataset from its preset
-    backbone (:func:`preset_backbone`; ``--backbone-weights none`` for none). ``--evolve`` moves the
+    backbone (:func:`preset_backbone`; ``--backbone-weights none`` for none), frozen unless ``freeze`` is given.
+    ``--evolve`` moves the
     default project to ``runs/evolve`` and turns ``--resume`` into "continue in the same folder" (upstream).
     """
-    opt = dataclasses.replace(options, freeze=list(options.freeze))
+    opt = dataclasses.replace(options, freeze=None if options.freeze is None else list(options.freeze))
     if isinstance(opt.data, (str, Path)):
         opt.data = check_file(opt.data)
     if not opt.cfg and not opt.weights:
         opt.backbone_weights = preset_backbone(opt)
+        if opt.freeze is None and Path(opt.backbone_weights) in BUILTIN_BACKBONES.values():
+            opt.freeze = [BUILTIN_FROZEN_LAYERS]
+            LOGGER.info(f"{colorstr('built-in dataset:')} preset --freeze {BUILTIN_FROZEN_LAYERS} (the pretrained "
+                        f"backbone stays fixed; --freeze 0 fine-tunes it too)")
+    opt.freeze = [0] if opt.freeze is None else opt.freeze
     opt = apply_dataset_defaults(opt)
     if isinstance(opt.hyp, (str, Path)):
         opt.hyp = check_yaml(opt.hyp)

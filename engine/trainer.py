@@ -71,7 +71,7 @@ class Trainer(TrainingLoop):
     results_keys = RESULTS_KEYS  # the on_fit_epoch_end values, as results.csv columns
 
     def __init__(self, options: TrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> None:
-        self.opt = dataclasses.replace(options, freeze=list(options.freeze))  # prepared: see train_options
+        self.opt = dataclasses.replace(options, freeze=list(options.freeze or [0]))  # prepared: see train_options
         super().__init__(self.make_state(), self.opt.save_dir, callbacks)
         self.device = torch.device(device)
         self.plots = not self.opt.evolve and not self.opt.noplots

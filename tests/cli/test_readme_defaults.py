@@ -35,5 +35,6 @@ def test_readme_states_the_default_options(tmp_path):
         "--img": str(options.imgsz),
         "--batch-size": str(options.batch_size),
         "--backbone-weights": Path(options.backbone_weights).relative_to(ROOT).as_posix(),
+        "--freeze": " ".join(map(str, options.freeze)),
     }
     assert stated == actual
