@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.train_options import BUILTIN_PRESET, BUILTIN_WARM_EPOCHS, DEFAULT_HYP, UPSTREAM_DEFAULTS, TrainOptions
+from engine.train_options import BUILTIN_PRESET, DEFAULT_HYP, UPSTREAM_DEFAULTS, TrainOptions
 
 DEFAULTS = TrainOptions()
 
@@ -32,8 +32,7 @@ def build_parser(defaults: TrainOptions = DEFAULTS, description: str = "") -> ar
     p.add_argument("--hyp", type=str, default="", help=f"hyperparameter YAML ('' picks {DEFAULT_HYP.name}, or "
                    "data/hyps/hyp.<name>.yaml for a built-in dataset)")
     p.add_argument("--epochs", type=int, default=None, help=f"number of passes over the training set (unset: "
-                   f"{UPSTREAM_DEFAULTS['epochs']}; on a built-in dataset {BUILTIN_WARM_EPOCHS} from pretrained "
-                   f"weights or backbone, {BUILTIN_PRESET['epochs']} from scratch)")
+                   f"{UPSTREAM_DEFAULTS['epochs']}, or {BUILTIN_PRESET['epochs']} for the built-in dataset)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size,
                    help="images per step summed over all processes; -1 lets AutoBatch pick one (CUDA only)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=defaults.imgsz,

@@ -31,7 +31,6 @@ UPSTREAM_DEFAULTS = {"hyp": str(DEFAULT_HYP), "optimizer": "SGD", "epochs": 100}
 # A built-in dataset (``builtin:`` in its YAML) trains with data/hyps/hyp.<builtin>.yaml and this preset unless the
 # user passes --hyp / --optimizer / --epochs: yolov5n from scratch then learns visibly within minutes on a CPU.
 BUILTIN_PRESET = {"optimizer": "Adam", "epochs": 20}
-BUILTIN_WARM_EPOCHS = 16  # the preset's epochs for a run that starts from pretrained weights or backbone (the default)
 BUILTIN_FROZEN_LAYERS = 10  # the preset backbone is frozen (--freeze 10) unless --freeze is given
 # The default architecture on a built-in dataset starts from a shipped classification-pretrained backbone (made by
 # the command in the file's ``.json`` provenance record) unless the user passes --backbone-weights (``none``: from
@@ -280,9 +279,8 @@ def builtin_dataset_name(data: Any) -> str:
 def apply_dataset_defaults(options: TrainOptions) -> TrainOptions:
     """Fill unset ``hyp``/``optimizer``/``epochs``: upstream's defaults, or a built-in dataset's preset.
 
-    A built-in dataset uses ``data/hyps/hyp.<builtin>.yaml`` (when it exists) and :data:`BUILTIN_PRESET`
-    (:data:`BUILTIN_WARM_EPOCHS` epochs when the run starts from pretrained weights or a backbone), which are
-    logged; values the user set are never changed.
+    A built-in dataset uses ``data/hyps/hyp.<builtin>.yaml`` (when it exists) and :data:`BUILTIN_PRESET`, which
+    are logged; values the user set are never changed.
     """
     opt = dataclasses.replace(options)
     builtin = builtin_dataset_name(opt.data)
@@ -290,8 +288,6 @@ def apply_dataset_defaults(options: TrainOptions) -> TrainOptions:
     builtin_hyp = ROOT / "data" / "hyps" / f"hyp.{builtin}.yaml"
     if builtin and builtin_hyp.is_file():
         preset.update(BUILTIN_PRESET, hyp=str(builtin_hyp))
-        if opt.weights or (opt.backbone_weights and str(opt.backbone_weights).lower() != NO_BACKBONE):
-            preset["epochs"] = BUILTIN_WARM_EPOCHS
     chosen = {k: v for k, v in preset.items() if getattr(opt, k) in ("", None)}
     for key, value in chosen.items():
         setattr(opt, key, value)

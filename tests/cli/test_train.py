@@ -72,13 +72,13 @@ def test_defaults_train_yolov5n_from_the_shipped_backbone_on_builtin_data():
     assert Path(opt.data).name == "shapes.yaml" and "builtin" in yaml.safe_load(Path(opt.data).read_text())
     options = prepare_new_run(TrainOptions.from_namespace(opt))
     assert (Path(options.cfg).name, Path(options.hyp).name, options.optimizer, options.epochs) == (
-        "yolov5n.yaml", "hyp.shapes.yaml", "Adam", 16)
+        "yolov5n.yaml", "hyp.shapes.yaml", "Adam", 20)
     assert options.freeze == [10]
     scratch = prepare_new_run(TrainOptions.from_namespace(train.build_parser().parse_args(
         ["--backbone-weights", "none"])))
     assert (scratch.epochs, scratch.backbone_weights, scratch.freeze) == (20, "", [0])
     tuned = prepare_new_run(TrainOptions.from_namespace(train.build_parser().parse_args(["--freeze", "0"])))
-    assert (tuned.epochs, tuned.freeze) == (16, [0]) and tuned.backbone_weights == options.backbone_weights
+    assert (tuned.epochs, tuned.freeze) == (20, [0]) and tuned.backbone_weights == options.backbone_weights
     assert Path(options.backbone_weights).relative_to(ROOT).as_posix() == "data/pretrained/yolov5n-shapes-cls.pt"
     explicit = apply_dataset_defaults(TrainOptions(data=opt.data, optimizer="SGD", epochs=3))
     assert (Path(explicit.hyp).name, explicit.optimizer, explicit.epochs) == ("hyp.shapes.yaml", "SGD", 3)
