@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils.data.classify_augment import ClassifyAugment, classify_transforms
 from utils.data.dataset_yaml import datasets_dir
-from utils.data.images import GIB, available_memory, cache_to_disk, load_fresh_npy, read_image
+from utils.data.images import cache_to_disk, load_fresh_npy, ram_cache_decision, read_image
 from utils.data.labels import NUM_THREADS, check_image, files_hash
 from utils.data.loaders import GENERATOR_SEED_BASE, InfiniteDataLoader, init_worker, loader_workers
 from utils.data.paths import has_image_suffix
@@ -223,14 +223,7 @@ def ram_cache_fits(shapes_wh: np.ndarray, prefix: str = "", safety_margin: float
     """True when every image, decoded at its own size (``shapes_wh`` (n, 2)), fits in available memory with
     ``safety_margin``; the decision is logged."""
     required = int((shapes_wh[:, 0] * shapes_wh[:, 1] * 3).sum()) if len(shapes_wh) else 0
-    available, total = available_memory()
-    fits = required * (1 + safety_margin) < available
-    summary = f"{required / GIB:.2f}GB RAM required, {available / GIB:.1f}/{total / GIB:.1f}GB available"
-    if fits:
-        LOGGER.info(f"{prefix}{summary}, caching images ✅")
-    else:
-        LOGGER.warning(f"{prefix}WARNING ⚠️ --cache ram refused: {summary}; reading images from disk instead")
-    return fits
+    return ram_cache_decision(required, safety_margin, prefix, instead="reading images from disk instead")
 
 
 class ClassificationDataset(Dataset):

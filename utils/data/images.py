@@ -77,9 +77,10 @@ def ram_cache_bytes(shapes_wh: np.ndarray, img_size: int) -> int:
     return int((sizes[:, 0] * sizes[:, 1] * 3).sum())
 
 
-def check_cache_ram(shapes_wh: np.ndarray, img_size: int, safety_margin: float = 0.1, prefix: str = "") -> bool:
-    """Return True if caching all images in RAM fits in available memory with ``safety_margin``; log the decision."""
-    required = ram_cache_bytes(shapes_wh, img_size)
+def ram_cache_decision(required: int, safety_margin: float = 0.1, prefix: str = "",
+                       instead: str = "not caching images. Use --cache disk or no cache instead.") -> bool:
+    """Return True if ``required`` bytes fit in available memory with ``safety_margin``; log the decision (a
+    refusal says what happens ``instead``)."""
     available, total = available_memory()
     fits = required * (1 + safety_margin) < available
     summary = f"{required / GIB:.2f}GB RAM required, {available / GIB:.1f}/{total / GIB:.1f}GB available"
@@ -87,8 +88,13 @@ def check_cache_ram(shapes_wh: np.ndarray, img_size: int, safety_margin: float =
         LOGGER.info(f"{prefix}{summary}, caching images ✅")
     else:
         LOGGER.warning(f"{prefix}WARNING ⚠️ --cache ram refused: {summary} (with a {safety_margin:.0%} margin); "
-                       f"not caching images. Use --cache disk or no cache instead.")
+                       f"{instead}")
     return fits
+
+
+def check_cache_ram(shapes_wh: np.ndarray, img_size: int, safety_margin: float = 0.1, prefix: str = "") -> bool:
+    """Return True if caching all images in RAM fits in available memory with ``safety_margin``; log the decision."""
+    return ram_cache_decision(ram_cache_bytes(shapes_wh, img_size), safety_margin, prefix)
 
 
 def npy_path(im_file: str) -> Path:
