@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
 
@@ -36,7 +36,7 @@ from utils.torch_utils import select_device, smart_inference_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 
-__all__ = ["PredictOptions", "PredictWriter", "Predictor", "FrameResult", "build_writers", "predict"]
+__all__ = ["PredictOptions", "PredictWriter", "Predictor", "FrameResult", "WriterKinds", "build_writers", "predict"]
 
 
 @dataclass
@@ -218,20 +218,38 @@ class Predictor:
                     f"image at shape {(1, 3, *self.imgsz)}")
 
 
-def build_writers(opt: PredictOptions, save_dir: Path, save_img: bool, webcam: bool = False) -> list[PredictWriter]:
-    """Return detect.py's writers for ``opt``: labels, CSV, crops, the viewer, then annotated images/videos."""
+@dataclass(frozen=True)
+class WriterKinds:
+    """The writer classes of one prediction task: text labels (built from the options and folder), CSV, crops, the
+    viewer and annotated images/videos."""
+
+    labels: Callable[[Any, Path], PredictWriter]
+    csv: Callable[[Path], PredictWriter]
+    crop: Callable[[Path], PredictWriter]
+    viewer: Callable[[bool, Any], Any]
+    media: Callable[[Path, Any], PredictWriter]
+
+
+DETECT_WRITERS = WriterKinds(labels=lambda opt, folder: LabelWriter(folder, opt.save_conf, opt.save_format),
+                             csv=CsvWriter, crop=CropWriter, viewer=FrameViewer, media=MediaWriter)
+
+
+def build_writers(opt: PredictOptions, save_dir: Path, save_img: bool, webcam: bool = False,
+                  kinds: WriterKinds = DETECT_WRITERS, labels: bool | None = None) -> list[PredictWriter]:
+    """Return the writers for ``opt`` (detect.py's by default, another task's ``kinds``): labels (``save_txt``, or
+    ``labels`` when given), CSV, crops, the viewer, then annotated images/videos."""
     writers: list[PredictWriter] = []
-    if opt.save_txt:
-        writers.append(LabelWriter(save_dir, opt.save_conf, opt.save_format))
+    if opt.save_txt if labels is None else labels:
+        writers.append(kinds.labels(opt, save_dir))
     if opt.save_csv:
-        writers.append(CsvWriter(save_dir))
+        writers.append(kinds.csv(save_dir))
     if opt.save_crop:
-        writers.append(CropWriter(save_dir))
-    viewer = FrameViewer(opt.view_img or webcam and display_available(), opt.style)
+        writers.append(kinds.crop(save_dir))
+    viewer = kinds.viewer(opt.view_img or webcam and display_available(), opt.style)
     if viewer.enabled:
         writers.append(viewer)
     if save_img:
-        writers.append(MediaWriter(save_dir, opt.style))
+        writers.append(kinds.media(save_dir, opt.style))
     return writers
 
 

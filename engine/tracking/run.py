@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.predict_writers import FrameResult, display_available
-from engine.predictor import PredictOptions, Predictor, PredictWriter
+from engine.predict_writers import FrameResult
+from engine.predictor import PredictOptions, Predictor, PredictWriter, WriterKinds, build_writers
 from engine.tracking.stage import TrackStage
 from engine.tracking.writers import MotWriter, TrackCropWriter, TrackCsvWriter, TrackMediaWriter, TrackViewer
 from models.backends import DetectMultiBackend
@@ -67,6 +67,10 @@ class _SequenceVideo(TrackMediaWriter):
         super().write(result)
 
 
+TRACK_WRITERS = WriterKinds(labels=lambda opt, folder: MotWriter(folder), csv=TrackCsvWriter, crop=TrackCropWriter,
+                            viewer=TrackViewer, media=_SequenceVideo)
+
+
 def builtin_sequence() -> Path:
     """Return the folder of the built-in tracking sequence, generating it on first use."""
     return ensure_track_sequence(datasets_dir() / SEQUENCE_NAME)
@@ -75,19 +79,7 @@ def builtin_sequence() -> Path:
 def build_track_writers(opt: TrackOptions, save_dir: Path, save_img: bool, webcam: bool = False,
                         mot: bool = False) -> list[PredictWriter]:
     """Return the writers after the tracking stage: MOT text (``save_txt`` or ``mot``), CSV, crops, viewer, video."""
-    writers: list[PredictWriter] = []
-    if opt.save_txt or mot:
-        writers.append(MotWriter(save_dir))
-    if opt.save_csv:
-        writers.append(TrackCsvWriter(save_dir))
-    if opt.save_crop:
-        writers.append(TrackCropWriter(save_dir))
-    viewer = TrackViewer(opt.view_img or webcam and display_available(), opt.style)
-    if viewer.enabled:
-        writers.append(viewer)
-    if save_img:
-        writers.append(_SequenceVideo(save_dir, opt.style))
-    return writers
+    return build_writers(opt, save_dir, save_img, webcam, TRACK_WRITERS, labels=opt.save_txt or mot)
 
 
 def open_model(opt: PredictOptions) -> DetectMultiBackend:
